@@ -1,0 +1,137 @@
+"""Every option of pyoco_jax, documented once. Other configs start from this one.
+
+Run (after `pip install -e .`):
+    pyoco-train --config configs/default.py --workdir runs/default
+
+Config files return `get_config()`; any key can be overridden on the command
+line, e.g. `--config.noise.prior=mixed --config.noise.alpha=1.0`. A config is
+validated against this file when loaded (`pyoco_jax.config.validate`): unknown
+keys, wrong types and impossible combinations fail before anything compiles.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # Root of every random draw: params init, data order, noise, dropout.
+
+    # ---- Data: where clips come from and what shape they have. ----
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "synthetic"  # synthetic (moving shapes, embedded) | video_folder | tfds | latents
+    c.data.path = ""  # Folder / dataset dir for non-synthetic sources.
+    c.data.num_frames = 8  # F: frames per clip.
+    c.data.resolution = 32  # H = W of a frame in pixels (or latent side for latent sources).
+    c.data.channels = 3  # C of the model input (3 for RGB pixels, 4 for SD latents).
+    c.data.num_examples = 4096  # Size of the synthetic dataset (indices 0..N-1).
+    c.data.num_classes = 0  # Class labels in the data (0: unconditional).
+    c.data.fps = 8.0  # Nominal frame rate of a clip (used for fps conditioning).
+    c.data.global_batch_size = 8  # Clips per optimizer step, across all hosts.
+    c.data.worker_count = 0  # grain worker processes per host (0: in-process).
+    c.data.prefetch = 2  # Batches prefetched onto the devices ahead of the step.
+    c.data.shuffle = True
+
+    # ---- Noise prior (PYoCo): how noise is correlated across frames. ----
+    c.noise = ml_collections.ConfigDict()
+    c.noise.prior = "progressive"  # iid | mixed | progressive
+    c.noise.alpha = 2.0  # Correlation strength a >= 0 (0 is iid). Mixed: 1.0 is common.
+    c.noise.in_sampling = True  # Also use the prior for sampling's initial and injected noise.
+
+    # ---- Diffusion formulation. ----
+    c.diffusion = ml_collections.ConfigDict()
+    c.diffusion.formulation = "edm"  # edm (Karras et al.; PYoCo) | ddpm (latent diffusion; MagicVideo)
+    c.diffusion.edm = ml_collections.ConfigDict()
+    c.diffusion.edm.sigma_data = 0.5
+    c.diffusion.edm.p_mean = -1.2  # log-normal training sigma: ln(sigma) ~ N(p_mean, p_std^2)
+    c.diffusion.edm.p_std = 1.2
+    c.diffusion.edm.sigma_min = 0.002
+    c.diffusion.edm.sigma_max = 80.0
+    c.diffusion.edm.rho = 7.0  # Sampling step spacing exponent.
+    c.diffusion.ddpm = ml_collections.ConfigDict()
+    c.diffusion.ddpm.schedule = "scaled_linear"  # linear | scaled_linear | cosine
+    c.diffusion.ddpm.num_train_timesteps = 1000
+    c.diffusion.ddpm.beta_start = 0.00085
+    c.diffusion.ddpm.beta_end = 0.012
+    c.diffusion.ddpm.prediction = "epsilon"  # epsilon | v | x0
+    c.diffusion.ddpm.zero_terminal_snr = False  # Rescale betas so the last step has SNR 0.
+    c.diffusion.ddpm.min_snr_gamma = 0.0  # Min-SNR loss weighting (0: off; 5 is common).
+
+    # ---- Model: the video U-Net (2D part mirrors diffusers' UNet2DConditionModel). ----
+    c.model = ml_collections.ConfigDict()
+    c.model.in_channels = 3
+    c.model.out_channels = 3
+    c.model.block_out_channels = (32, 64)  # Channels per resolution level.
+    c.model.layers_per_block = 1  # ResNet blocks per down level (up levels get one more).
+    c.model.attention_levels = (False, True)  # Spatial transformer at each level.
+    c.model.mid_block_attention = True
+    c.model.num_attention_heads = 4  # Heads of spatial attention (int, or one per level).
+    c.model.transformer_layers_per_block = 1
+    c.model.cross_attention_dim = 0  # Width of text `context` (0: no cross-attention).
+    c.model.use_linear_projection = False  # Linear (SD 2.x) or 1x1-conv (SD 1.x) proj_in/out.
+    c.model.norm_num_groups = 8
+    c.model.norm_eps = 1e-5
+    c.model.num_classes = 0  # Class-label embedding added to the time embedding (0: none).
+    c.model.fps_conditioning = False  # MagicVideo frame-rate embedding added like the timestep's.
+    c.model.flip_sin_to_cos = True
+    c.model.freq_shift = 0
+    c.model.dtype = "float32"  # Compute dtype (bfloat16 on accelerators).
+    c.model.param_dtype = "float32"
+    c.model.remat = "none"  # Per-block gradient checkpointing: none | full | dots | offload
+    c.model.attention_backend = "xla"  # xla | cudnn | splash (falls back to xla, with a log line)
+    c.model.temporal = ml_collections.ConfigDict()
+    c.model.temporal.levels = (0, 1)  # Resolution levels that get temporal layers.
+    c.model.temporal.mid = True  # Temporal layers in the mid block too.
+    c.model.temporal.attention = True  # Self-attention across frames at each pixel.
+    c.model.temporal.directed = True  # Causal (MagicVideo): frame p sees frames q <= p.
+    c.model.temporal.position_encoding = "sinusoidal"  # none | sinusoidal | relative
+    c.model.temporal.num_heads = 4
+    c.model.temporal.conv = False  # Kernel-3 1D convolution across frames after each ResNet.
+    c.model.temporal.adaptor = True  # MagicVideo frame-wise adaptor after every 2D conv.
+    c.model.temporal.arrangement = "sequential"  # sequential | parallel (z = S-Attn(z) + T-Attn(z))
+
+    # ---- Optimization. ----
+    c.optim = ml_collections.ConfigDict()
+    c.optim.learning_rate = 2e-4
+    c.optim.schedule = "cosine"  # cosine | constant (both after linear warmup)
+    c.optim.warmup_steps = 50
+    c.optim.end_learning_rate_factor = 0.1  # Cosine decays to learning_rate * this.
+    c.optim.weight_decay = 0.0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.grad_clip_norm = 1.0  # Global-norm clipping (0: off).
+    c.optim.accum_steps = 1  # Micro-batches per optimizer step (gradient accumulation).
+    c.optim.ema_decay = 0.999  # EMA of params, updated inside the step (0: off).
+    c.optim.trainable = ""  # Regex over param paths; only matches train ("": everything).
+    c.optim.max_nonfinite_steps = 10  # Stop after this many non-finite losses in a row.
+    c.optim.label_drop_rate = 0.1  # Drop class/text conditioning for classifier-free guidance.
+
+    # ---- Training loop. ----
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 1000
+    c.train.log_every = 20  # Log line + TensorBoard scalars.
+    c.train.checkpoint_every = 200  # Async Orbax checkpoint.
+    c.train.keep_checkpoints = 3  # Keep the last K checkpoints ...
+    c.train.keep_every = 0  # ... plus every M-th step forever (0: none).
+    c.train.sample_every = 500  # Sample videos with the EMA params (0: only at the end).
+    c.train.init_from = ""  # diffusers UNet2DConditionModel folder to inflate ("": from scratch).
+
+    # ---- Sampling. ----
+    c.sample = ml_collections.ConfigDict()
+    c.sample.sampler = "heun"  # heun | euler (EDM) | ddim | dpmpp_2m
+    c.sample.num_steps = 32
+    c.sample.num_samples = 4
+    c.sample.guidance_scale = 1.0  # Classifier-free guidance (1: off).
+    c.sample.eta = 0.0  # DDIM stochasticity.
+    c.sample.s_churn = 0.0  # EDM stochastic sampling: churn, range and noise scale.
+    c.sample.s_tmin = 0.0
+    c.sample.s_tmax = 1e9
+    c.sample.s_noise = 1.0
+    c.sample.fps = 8  # Frame rate of written videos.
+
+    # ---- Device mesh. ----
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # Data-parallel axis (-1: all remaining devices).
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+    c.mesh.sequence = 1
+    return c

@@ -1,0 +1,57 @@
+"""Installs pyoco_jax, its configs (as ``pyoco_jax.configs``) and console scripts."""
+
+from setuptools import setup
+
+CORE = [
+    "jax>=0.10.2",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "grain>=0.2.18",
+    "tensorflow-datasets>=4.9.10",
+    "einops>=0.8.2",
+    "ml-collections>=1.1.0",
+    "absl-py>=2.1",
+    "numpy>=1.26",
+    "safetensors>=0.4",
+    "tensorboardX>=2.6",
+    "tqdm>=4.66",
+]
+VIDEO = ["av>=12.0"]
+CONVERT = ["safetensors>=0.4", "transformers>=4.40"]
+TEST = [
+    "pytest>=8.0",
+    "pytest-xdist>=3.5",
+    "scipy>=1.11",
+    "torch==2.13.0",
+    "diffusers>=0.30",
+    "transformers>=4.40",
+    "ruff>=0.6",
+] + VIDEO
+
+setup(
+    name="pyoco_jax",
+    version="0.1.0",
+    description="Video diffusion in JAX: PYoCo noise priors and MagicVideo latent video U-Nets.",
+    python_requires=">=3.11",
+    packages=[
+        "pyoco_jax",
+        "pyoco_jax.cli",
+        "pyoco_jax.convert",
+        "pyoco_jax.data",
+        "pyoco_jax.diffusion",
+        "pyoco_jax.models",
+        "pyoco_jax.train",
+        "pyoco_jax.configs",
+        "pyoco_jax.configs.sweeps",
+    ],
+    package_dir={"pyoco_jax.configs": "configs"},
+    install_requires=CORE,
+    extras_require={"video": VIDEO, "convert": CONVERT, "test": TEST},
+    entry_points={
+        "console_scripts": [
+            "pyoco-train=pyoco_jax.cli.train:run",
+            "pyoco-sample=pyoco_jax.cli.sample:run",
+        ]
+    },
+)
