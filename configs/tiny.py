@@ -5,7 +5,6 @@ Trains on a 2-core laptop CPU in minutes, with no download:
 """
 
 import ml_collections
-
 from pyoco_jax.configs import default
 
 

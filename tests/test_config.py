@@ -1,0 +1,72 @@
+"""Configs load through config_flags, and bad ones fail naming the key to change."""
+
+import pathlib
+
+import pytest
+
+from pyoco_jax.config import ConfigError, load_config
+
+CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
+TINY = str(CONFIGS / "tiny.py")
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in CONFIGS.glob("*.py") if p.name != "__init__.py"))
+def test_every_config_file_loads_and_validates(path):
+    config = load_config(str(CONFIGS / path))
+    assert config.data.num_frames >= 1
+
+
+def test_overrides_apply_with_types():
+    config = load_config(TINY, ["noise.prior=mixed", "--config.noise.alpha=0.5", "model.block_out_channels=(32,64)"])
+    assert config.noise.prior == "mixed" and config.noise.alpha == 0.5
+    assert tuple(config.model.block_out_channels) == (32, 64)
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("optim.lerning_rate=1e-3", "lerning_rate"),
+        ("optim.learning_rate=fast", "learning_rate"),
+        ("noise.alpha=-0.5", "noise.alpha"),
+        ("noise.prior=gaussian", "noise.prior"),
+        ("data.resolution=33", "data.resolution"),
+        ("model.block_out_channels=(32,32,32,32,32,32,32)", "data.resolution"),
+        ("model.attention_levels=(True,)", "model.attention_levels"),
+        ("model.temporal.levels=(0,3)", "model.temporal.levels"),
+        ("model.temporal.num_heads=5", "model.temporal.num_heads"),
+        ("optim.accum_steps=3", "data.global_batch_size"),
+        ("sample.sampler=ancestral", "sample.sampler"),
+        ("model.in_channels=4", "model.in_channels"),
+        ("model.num_classes=2", "model.num_classes"),
+    ],
+)
+def test_bad_values_fail_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config(TINY, [override])
+
+
+def test_unknown_key_added_by_a_config_file_is_caught(tmp_path):
+    path = tmp_path / "typo.py"
+    path.write_text(
+        "from pyoco_jax.configs import tiny\n"
+        "def get_config():\n"
+        "    c = tiny.get_config()\n"
+        "    c.optim.lerning_rate = 1e-3\n"
+        "    return c\n"
+    )
+    with pytest.raises(ConfigError, match="optim.lerning_rate"):
+        load_config(str(path))
+
+
+def test_wrong_type_in_a_config_file_is_caught(tmp_path):
+    path = tmp_path / "wrongtype.py"
+    path.write_text(
+        "import ml_collections\n"
+        "from pyoco_jax.configs import tiny\n"
+        "def get_config():\n"
+        "    c = tiny.get_config().to_dict()\n"
+        "    c['data']['num_frames'] = 'eight'\n"
+        "    return ml_collections.ConfigDict(c)\n"
+    )
+    with pytest.raises(ConfigError, match="data.num_frames"):
+        load_config(str(path))
