@@ -1,0 +1,304 @@
+"""The input pipeline every source goes through: grain on the host, global jax.Arrays out.
+
+One infinite global stream per run: epoch e is permutation (seed + e) of the
+source (grain's index shuffle), epochs back to back. Global batch n is stream
+elements [n*B, (n+1)*B); process p of P reads rows [p*B/P, (p+1)*B/P) of it. So
+every element is a pure function of its stream position, which gives three
+things without any grain iterator state:
+
+* resume is exact: the loader's state is the stream position after the last
+  batch handed out, however many later batches prefetch has already built;
+* the worker count never changes the data (grain workers read disjoint slices
+  of the same indexed dataset and are interleaved back in order);
+* a checkpoint resumes on a different number of hosts, and the global batch
+  (its rows, in order) does not depend on the host count.
+"""
+
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+from absl import flags
+from jax.sharding import NamedSharding, PartitionSpec, Sharding
+
+from pyoco_jax.data.synthetic import SyntheticVideoSource
+
+SOURCES = ("synthetic", "video_folder", "tfds", "latents")
+_STATE_VERSION = 1
+_READ_THREADS = 2  # Threads per process building host batches ahead (grain ReadOptions).
+
+
+class RandomAccessSource(Protocol):
+    """What the loader reads: grain's `RandomAccessDataSource` yielding dicts of arrays."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Mapping[str, np.ndarray]: ...
+
+
+def make_source(data_config: ml_collections.ConfigDict) -> RandomAccessSource:
+    """Builds the source named by `data.source`."""
+    name = data_config.source
+    if name == "synthetic":
+        if data_config.channels != 3:
+            raise ValueError(
+                f"data.source='synthetic' renders RGB clips, so data.channels must be 3 (got {data_config.channels})"
+            )
+        return SyntheticVideoSource(
+            data_config.num_examples,
+            data_config.num_frames,
+            data_config.resolution,
+            num_classes=data_config.num_classes,
+            fps=data_config.fps,
+        )
+    if name in SOURCES:
+        raise NotImplementedError(f"data.source={name!r} is not available yet; use data.source='synthetic'")
+    raise ValueError(f"unknown data.source {name!r}; choose one of {SOURCES}")
+
+
+def host_dataset(
+    source: RandomAccessSource,
+    *,
+    global_batch_size: int,
+    process_index: int,
+    process_count: int,
+    seed: int,
+    shuffle: bool = True,
+    start: int = 0,
+) -> grain.MapDataset:
+    """This host's batches (dicts of numpy arrays with B/P rows) of the stream from position `start` on."""
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} is not in 0..{process_count - 1}")
+    if global_batch_size < 1 or global_batch_size % process_count:
+        raise ValueError(
+            f"data.global_batch_size={global_batch_size} must be a positive multiple of the process count "
+            f"{process_count}: each process loads an equal share"
+        )
+    if len(source) < 1:
+        raise ValueError(f"the data source {source!r} is empty")
+    if start < 0:
+        raise ValueError(f"stream position must be >= 0, got {start}")
+    stream = grain.MapDataset.source(source)
+    if shuffle:
+        stream = stream.shuffle(seed=seed % 2**32)
+    stream = stream.repeat()[start:]  # repeat() reshuffles each epoch with seed + epoch.
+    local_batches = stream.batch(global_batch_size // process_count, drop_remainder=True)
+    return local_batches[process_index::process_count]
+
+
+class Loader(Iterator[dict[str, jax.Array]]):
+    """Global batches as dicts of `jax.Array`s on `sharding`, prefetched by a background thread.
+
+    `get_state()` after consuming batch n, given to a new loader (or `set_state`),
+    makes batch n + 1 the next one. `last_wait_seconds` / `total_wait_seconds`
+    measure how long the caller blocked on data.
+    """
+
+    def __init__(
+        self,
+        source: RandomAccessSource,
+        sharding: Sharding,
+        *,
+        global_batch_size: int,
+        seed: int,
+        shuffle: bool = True,
+        worker_count: int = 0,
+        prefetch: int = 2,
+        state: Mapping[str, Any] | None = None,
+    ):
+        if worker_count < 0 or prefetch < 0:
+            raise ValueError(f"data.worker_count ({worker_count}) and data.prefetch ({prefetch}) must be >= 0")
+        self._source = source
+        self._sharding = sharding
+        self._global_batch_size = global_batch_size
+        self._seed = seed
+        self._shuffle = shuffle
+        self._worker_count = worker_count
+        self._prefetch = prefetch
+        self._process_index = jax.process_index()
+        self._process_count = jax.process_count()
+        self._field_shardings: dict[int, Sharding] = {}
+        self._check_batch_sharding()
+        self._position = 0
+        self._iterator: grain.DatasetIterator | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._queue: queue.Queue | None = None
+        self._error: BaseException | None = None
+        self.last_wait_seconds = 0.0
+        self.total_wait_seconds = 0.0
+        if state is not None:
+            self._position = self._checked_position(state)
+        self._start()
+
+    def __next__(self) -> dict[str, jax.Array]:
+        if self._error is not None:
+            raise RuntimeError("the data loader failed earlier; see the error above") from self._error
+        if self._iterator is None:
+            raise RuntimeError("the data loader is closed")
+        begin = time.perf_counter()
+        if self._queue is None:
+            batch = self._to_global(next(self._iterator))
+        else:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._error = item
+                raise RuntimeError("loading a data batch failed") from item
+            batch = item
+        self.last_wait_seconds = time.perf_counter() - begin
+        self.total_wait_seconds += self.last_wait_seconds
+        self._position += self._global_batch_size
+        return batch
+
+    def get_state(self) -> dict[str, Any]:
+        """JSON-serialisable position of the next batch (for the checkpoint)."""
+        return {
+            "version": _STATE_VERSION,
+            "position": self._position,
+            "seed": self._seed,
+            "shuffle": self._shuffle,
+            "num_examples": len(self._source),
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Continues from `state`, dropping whatever was prefetched."""
+        position = self._checked_position(state)
+        self._halt()
+        self._error = None
+        self._position = position
+        self._start()
+
+    def close(self) -> None:
+        """Stops the prefetch thread and grain workers."""
+        self._halt()
+
+    def __enter__(self) -> "Loader":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _checked_position(self, state: Mapping[str, Any]) -> int:
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"data iterator state {dict(state)} is not a version-{_STATE_VERSION} loader state")
+        ours = self.get_state()
+        for key in ("seed", "shuffle", "num_examples"):
+            if state[key] != ours[key]:
+                raise ValueError(
+                    f"the checkpointed data iterator has {key}={state[key]!r} but this run has {ours[key]!r}; "
+                    "resuming would not continue the same data stream (restore with the original seed and data)"
+                )
+        return int(state["position"])
+
+    def _check_batch_sharding(self) -> None:
+        batch_sharding = self._field_sharding(1)
+        try:
+            batch_sharding.shard_shape((self._global_batch_size,))
+        except ValueError as err:
+            raise ValueError(
+                f"data.global_batch_size={self._global_batch_size} cannot be split over the batch axis of "
+                f"{self._sharding}; make it a multiple of the number of data-parallel shards"
+            ) from err
+
+    def _field_sharding(self, ndim: int) -> Sharding:
+        """The layout for a field of rank `ndim`: the batch-sharding spec cut to that rank."""
+        if ndim not in self._field_shardings:
+            sharding = self._sharding
+            if isinstance(sharding, NamedSharding):
+                sharding = NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[:ndim]))
+            self._field_shardings[ndim] = sharding
+        return self._field_shardings[ndim]
+
+    def _to_global(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        arrays = {}
+        for name, local in host_batch.items():
+            # grain workers hand over shared-memory arrays; copy them into plain ones so the segment is released
+            # now, not whenever JAX drops its zero-copy view of it.
+            local = local if type(local) is np.ndarray else np.array(local)
+            global_shape = (self._global_batch_size, *local.shape[1:])
+            arrays[name] = jax.make_array_from_process_local_data(self._field_sharding(local.ndim), local, global_shape)
+        return arrays
+
+    def _start(self) -> None:
+        batches = host_dataset(
+            self._source,
+            global_batch_size=self._global_batch_size,
+            process_index=self._process_index,
+            process_count=self._process_count,
+            seed=self._seed,
+            shuffle=self._shuffle,
+            start=self._position,
+        )
+        read = grain.ReadOptions(num_threads=_READ_THREADS, prefetch_buffer_size=max(_READ_THREADS, self._prefetch))
+        dataset = batches.to_iter_dataset(read)
+        if self._worker_count:
+            # grain reads absl flags in its workers; outside absl.app they are unparsed and would raise.
+            if not flags.FLAGS.is_parsed():
+                flags.FLAGS.mark_as_parsed()
+            options = grain.MultiprocessingOptions(
+                num_workers=self._worker_count, per_worker_buffer_size=max(1, self._prefetch)
+            )
+            dataset = dataset.mp_prefetch(options)
+        self._iterator = iter(dataset)
+        if self._prefetch:
+            self._stop = threading.Event()
+            self._queue = queue.Queue(maxsize=self._prefetch)
+            self._thread = threading.Thread(
+                target=self._produce, args=(self._iterator, self._queue, self._stop), name="pyoco-data", daemon=True
+            )
+            self._thread.start()
+
+    def _produce(self, iterator: Iterator[Mapping[str, np.ndarray]], out: queue.Queue, stop: threading.Event) -> None:
+        """Keeps `out` full of device batches until stopped; an error is passed on as the last item."""
+
+        def put(item: object) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            while not stop.is_set() and put(self._to_global(next(iterator))):
+                pass
+        except BaseException as err:  # noqa: B036 -- handed to the consumer, which re-raises it
+            put(err)
+
+    def _halt(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._queue = None
+        if self._iterator is not None:
+            self._iterator.close()
+            self._iterator = None
+
+
+def make_loader(
+    data_config: ml_collections.ConfigDict,
+    source: RandomAccessSource,
+    sharding: Sharding,
+    *,
+    seed: int,
+    state: Mapping[str, Any] | None = None,
+) -> Loader:
+    """The training loader for `data_config` (batch size, shuffle, workers, prefetch), from `state` if given."""
+    return Loader(
+        source,
+        sharding,
+        global_batch_size=data_config.global_batch_size,
+        seed=seed,
+        shuffle=data_config.shuffle,
+        worker_count=data_config.worker_count,
+        prefetch=data_config.prefetch,
+        state=state,
+    )

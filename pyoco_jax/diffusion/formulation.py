@@ -1,0 +1,122 @@
+"""The interface every diffusion formulation implements, and the training loss and sampling built on it.
+
+A formulation says how data is noised for training and how the raw network
+output becomes a denoiser D(x, sigma) in variance-exploding coordinates
+(x = x0 + sigma * noise). Training draws one noise level per video and the
+noise from the PYoCo prior; sampling integrates with D from the same prior's
+noise, so any sampler runs with any formulation.
+"""
+
+import abc
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pyoco_jax.diffusion.samplers import SAMPLERS, run_sampler
+from pyoco_jax.noise import sample_noise
+
+ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
+"""model_fn(x_in, t) -> raw network output; t is a float array of shape (B,)."""
+
+
+def per_example(values: jax.Array, like: jax.Array) -> jax.Array:
+    """Reshapes a (B,) array so it broadcasts against `like` of shape (B, ...)."""
+    return jnp.reshape(values, values.shape + (1,) * (like.ndim - values.ndim))
+
+
+def mean_per_example(values: jax.Array) -> jax.Array:
+    """Mean over every axis but the batch axis."""
+    return jnp.mean(values, axis=tuple(range(1, values.ndim)))
+
+
+class Formulation(abc.ABC):
+    """A diffusion formulation: training loss and sampling over a VE-coordinate denoiser."""
+
+    @abc.abstractmethod
+    def denoise(self, model_fn: ModelFn, x: jax.Array, sigma: jax.Array) -> jax.Array:
+        """D(x, sigma): the float32 estimate of x0 from x = x0 + sigma * noise, sigma of shape (B,)."""
+
+    @abc.abstractmethod
+    def sampling_sigmas(self, num_steps: int) -> np.ndarray:
+        """The decreasing sampling grid: num_steps noise levels, then 0."""
+
+    @abc.abstractmethod
+    def initial_noise_scale(self, sigma_max: float) -> float:
+        """Standard deviation of the initial noise at the first sampling level sigma_max."""
+
+    @abc.abstractmethod
+    def loss_terms(
+        self, model_fn: ModelFn, x0: jax.Array, noise: jax.Array, key: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """Per-example float32 losses (B,) and the model's time input t (B,), given x0, noise and a level key."""
+
+    def loss(
+        self,
+        model_fn: ModelFn,
+        x0: jax.Array,
+        key: jax.Array,
+        *,
+        prior: str = "iid",
+        alpha: float = 1.0,
+        frame_axis: int = 1,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The training loss for a batch of videos x0 (B, F, H, W, C), computed in float32.
+
+        One noise level per video; the noise follows the PYoCo `prior` along
+        `frame_axis`. Returns the scalar loss and {"per_example_loss", "t"} for logging.
+        """
+        x0 = jnp.asarray(x0, jnp.float32)
+        level_key, noise_key = jax.random.split(key)
+        noise = sample_noise(noise_key, x0.shape, prior, alpha, frame_axis)
+        per_example_loss, t = self.loss_terms(model_fn, x0, noise, level_key)
+        return jnp.mean(per_example_loss), {"per_example_loss": per_example_loss, "t": t}
+
+    def sample(
+        self,
+        model_fn: ModelFn,
+        key: jax.Array,
+        shape: tuple[int, ...],
+        *,
+        sampler: str,
+        num_steps: int,
+        prior: str = "iid",
+        alpha: float = 1.0,
+        eta: float = 0.0,
+        s_churn: float = 0.0,
+        s_tmin: float = 0.0,
+        s_tmax: float = math.inf,
+        s_noise: float = 1.0,
+        frame_axis: int = 1,
+    ) -> jax.Array:
+        """Draws float32 samples of `shape` with `sampler` in `num_steps` steps; jit-able as a whole.
+
+        The PYoCo `prior` shapes both the initial noise and the noise that
+        stochastic samplers inject (DDIM eta > 0, Euler/Heun churn), matching the
+        noise the model was trained on. All keyword options are static.
+        """
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler {sampler!r} is not one of {SAMPLERS}; set sample.sampler accordingly.")
+        shape = tuple(shape)
+        sigmas = self.sampling_sigmas(num_steps)
+        init_key, loop_key = jax.random.split(key)
+
+        def noise_fn(noise_key: jax.Array) -> jax.Array:
+            return sample_noise(noise_key, shape, prior, alpha, frame_axis)
+
+        x = noise_fn(init_key) * self.initial_noise_scale(float(sigmas[0]))
+        return run_sampler(
+            sampler,
+            lambda x, sigma: self.denoise(model_fn, x, sigma),
+            x,
+            sigmas,
+            key=loop_key,
+            noise_fn=noise_fn,
+            eta=eta,
+            s_churn=s_churn,
+            s_tmin=s_tmin,
+            s_tmax=s_tmax,
+            s_noise=s_noise,
+        )

@@ -1,0 +1,127 @@
+"""One optimizer step as a pure function of (train state, batch), for jit.
+
+Randomness is drawn per example from fold_in(fold_in(rng, step), global example
+index): the same example gets the same noise whatever the mesh, the number of
+processes or the micro-batching, so a sharded or accumulated step equals the
+plain one and a resumed run continues exactly.
+"""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from pyoco_jax.train.state import TrainState
+
+Batch = dict[str, jax.Array]
+
+
+def video_to_model_range(video: jax.Array) -> jax.Array:
+    """uint8 pixels to [-1, 1] float32; float inputs (latents) pass through as float32."""
+    if video.dtype == jnp.uint8:
+        return video.astype(jnp.float32) / 127.5 - 1.0
+    return video.astype(jnp.float32)
+
+
+def example_keys(rng: jax.Array, step: jax.Array, batch_size: int) -> jax.Array:
+    """One key per example of the global batch, a function of (rng, step, index) only."""
+    step_key = jax.random.fold_in(rng, step)
+    return jax.vmap(lambda i: jax.random.fold_in(step_key, i))(jnp.arange(batch_size))
+
+
+def drop_labels(labels: jax.Array, keys: jax.Array, rate: float, null_label: int) -> jax.Array:
+    """Replaces each label by the null label with probability `rate` (classifier-free guidance)."""
+    if rate <= 0:
+        return labels
+    draws = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 0)))(keys)
+    return jnp.where(draws < rate, null_label, labels)
+
+
+def _interleave(x: jax.Array, k: int) -> jax.Array:
+    """(B, ...) -> (k, B/k, ...) with micro-batch j = x[j::k], so every device holds part of each."""
+    return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+
+
+def ema_decay(step: jax.Array, decay: float) -> jax.Array:
+    """decay, warmed up as (1+s)/(10+s) so short runs do not average in their random init."""
+    step = step.astype(jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    formulation,
+    optimizer: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """Builds `step(state, batch) -> (state, metrics)`; jit it with shardings and donation."""
+    optim, model_config = config.optim, config.model
+    accum = int(optim.accum_steps)
+    null_label = int(model_config.num_classes)
+    use_labels = model_config.num_classes > 0
+    use_fps = bool(model_config.fps_conditioning)
+    prior = config.noise.prior
+    alpha = float(config.noise.alpha)
+
+    def micro_loss(params: nnx.State, frozen: nnx.State, micro: Batch, keys: jax.Array):
+        model = nnx.merge(graphdef, params, frozen)
+        x0 = video_to_model_range(micro["video"])
+        labels = drop_labels(micro["label"], keys, optim.label_drop_rate, null_label) if use_labels else None
+        context = micro.get("context")
+        fps = micro["fps"] if use_fps else None
+
+        def model_fn(x, t):
+            return model(x, t, context=context, labels=labels, fps=fps)
+
+        diffusion_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+        loss, _ = formulation.loss(model_fn, x0, diffusion_keys, prior=prior, alpha=alpha)
+        return loss
+
+    grad_fn = jax.value_and_grad(micro_loss)
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        batch_size = batch["video"].shape[0]
+        keys = example_keys(state.rng, state.step, batch_size)
+        if accum == 1:
+            loss, grads = grad_fn(state.params, state.frozen, batch, keys)
+        else:
+            micro_batches = jax.tree.map(lambda x: _interleave(x, accum), (batch, keys))
+
+            def accumulate(carry, micro):
+                loss, grads = grad_fn(state.params, state.frozen, *micro)
+                return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+            zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
+            (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro_batches)
+            loss, grads = jax.tree.map(lambda x: x / accum, (loss, grads))
+
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        decay = ema_decay(state.step, optim.ema_decay)
+        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p.astype(jnp.float32), state.ema, params)
+
+        def keep_if_finite(new, old):
+            return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+        new_state = state.replace(
+            step=state.step + 1,
+            params=keep_if_finite(params, state.params),
+            opt_state=keep_if_finite(opt_state, state.opt_state),
+            ema=keep_if_finite(ema, state.ema),
+            nonfinite_streak=jnp.where(finite, 0, state.nonfinite_streak + 1),
+            nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
+        )
+        metrics = {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "nonfinite_streak": new_state.nonfinite_streak,
+            "nonfinite_total": new_state.nonfinite_total,
+        }
+        return new_state, metrics
+
+    return step

@@ -1,0 +1,152 @@
+"""The training loop, top to bottom: build, resume, step, log, checkpoint, sample.
+
+A run is a pure function of (config, workdir): started again on the same
+workdir it resumes from the latest checkpoint and continues exactly as if it
+had never stopped. SIGTERM (preemption) saves a checkpoint and exits cleanly.
+"""
+
+import signal
+import time
+
+import jax
+import ml_collections
+from absl import logging
+
+from pyoco_jax import parallel
+from pyoco_jax.data.loader import make_loader, make_source
+from pyoco_jax.train.checkpoint import Checkpointer, abstract_like
+from pyoco_jax.train.metrics import MetricLogger, Throughput
+from pyoco_jax.train.build import build_run
+from pyoco_jax.train.optimizer import learning_rate_schedule
+from pyoco_jax.train.sampling import make_sampler, sample_videos, write_videos
+from pyoco_jax.train.step import make_train_step
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the loss stayed non-finite for `optim.max_nonfinite_steps` steps in a row."""
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint and exiting.")
+        self.requested = True
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_batch(config: ml_collections.ConfigDict, mesh) -> None:
+    data_parallel = parallel.data_parallel_size(mesh)
+    micro_batch = config.data.global_batch_size // config.optim.accum_steps
+    if micro_batch % data_parallel:
+        raise ValueError(
+            f"data.global_batch_size / optim.accum_steps = {micro_batch} clips per micro-batch cannot be split "
+            f"over {data_parallel} data-parallel devices; make it a multiple of {data_parallel}."
+        )
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains `config` in `workdir`; returns the last logged metrics."""
+    num_steps = int(config.train.num_steps)
+    is_main = jax.process_index() == 0
+    mesh = parallel.make_mesh(config.mesh)
+    _check_batch(config, mesh)
+    parts = build_run(config)
+    schedule = learning_rate_schedule(config.optim, num_steps)
+    state_sharding = jax.tree.map(lambda _: parallel.replicated(mesh), parts.abstract_state)
+    batch_sharding = parallel.batch_sharding(mesh)
+
+    checkpointer = Checkpointer(workdir, config.train)
+    loader = make_loader(
+        config.data,
+        make_source(config.data, seed=config.seed),
+        batch_sharding,
+        seed=config.seed,
+    )
+    start_step = checkpointer.latest_step()
+    if start_step is None:
+        state = jax.jit(lambda: parts.init_state(config), out_shardings=state_sharding)()
+        start_step = 0
+        logging.info("Starting a new run in %s", workdir)
+    else:
+        state, data_state = checkpointer.restore(start_step, abstract_like(parts.abstract_state, state_sharding))
+        loader.set_state(data_state)
+        logging.info("Resumed from the checkpoint at step %d in %s", start_step, workdir)
+
+    step_fn = jax.jit(
+        make_train_step(parts.graphdef, parts.formulation, parts.optimizer, config),
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, parallel.replicated(mesh)),
+        donate_argnums=0,
+    )
+    sampler = make_sampler(parts.graphdef, parts.formulation, config, config.sample.num_steps)
+    logger = MetricLogger(workdir, start_step, num_steps, enabled=is_main)
+    throughput = Throughput(config.data.global_batch_size * config.data.num_frames)
+    preemption = _Preemption()
+    last_metrics: dict[str, float] = {}
+    pending = None
+    step = start_step
+    saved_step = start_step
+
+    def save(at_step: int) -> None:
+        nonlocal saved_step
+        if at_step != saved_step:
+            checkpointer.save(at_step, state, loader.get_state(), config)
+            saved_step = at_step
+
+    def sample(at_step: int) -> None:
+        videos = sample_videos(sampler, state.ema, state.frozen, config, seed=config.seed, num=config.sample.num_samples)
+        if is_main:
+            paths = write_videos(videos, f"{workdir}/samples/step_{at_step:07d}.mp4", config.sample.fps)
+            logger.video_grid(at_step, "samples", videos)
+            logging.info("Wrote samples %s", ", ".join(map(str, paths)))
+
+    def check(metrics_step: int, metrics) -> dict[str, float]:
+        values = {name: float(value) for name, value in jax.device_get(metrics).items()}
+        if values["nonfinite_streak"] >= config.optim.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"the loss was non-finite for {int(values['nonfinite_streak'])} steps in a row (last at step "
+                f"{metrics_step}); lower optim.learning_rate, enable optim.grad_clip_norm, or check the data."
+            )
+        return values
+
+    try:
+        while step < num_steps and not preemption.requested:
+            wait_start = time.perf_counter()
+            batch = next(loader)
+            throughput.record(time.perf_counter() - wait_start)
+            state, metrics = step_fn(state, batch)
+            step += 1
+            if pending is not None:  # Read the previous step's metrics: keeps one step in flight.
+                check(*pending)
+            pending = (step, metrics)
+            if step % config.train.log_every == 0 or step == num_steps:
+                values = check(*pending)
+                values.update(throughput.summary(), learning_rate=float(schedule(step - 1)))
+                logger.scalars(step, values)
+                last_metrics = values
+                logger.advance(step, values["loss"])
+            if step % config.train.checkpoint_every == 0 and step < num_steps:
+                save(step)
+            if config.train.sample_every and step % config.train.sample_every == 0 and step < num_steps:
+                sample(step)
+        if pending is not None:
+            last_metrics.update(check(*pending))
+        save(step)
+        if step >= num_steps:
+            sample(step)
+        checkpointer.wait()
+    finally:
+        preemption.restore()
+        checkpointer.close()
+        loader.close()
+        logger.close()
+    if step < num_steps:
+        logging.info("Stopped at step %d on SIGTERM; the checkpoint is saved, rerun to resume.", step)
+    return last_metrics
