@@ -18,7 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- Data: where clips come from and what shape they have. ----
     c.data = ml_collections.ConfigDict()
-    c.data.source = "synthetic"  # synthetic (moving shapes, embedded) | video_folder | tfds | latents
+    c.data.source = "synthetic"  # synthetic: moving shapes, embedded, no download
     c.data.path = ""  # Folder / dataset dir for non-synthetic sources.
     c.data.num_frames = 8  # F: frames per clip.
     c.data.resolution = 32  # H = W of a frame in pixels (or latent side for latent sources).

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 
 CHOICES = {
-    "data.source": ("synthetic", "video_folder", "tfds", "latents"),
+    "data.source": ("synthetic",),
     "noise.prior": PRIORS,
     "diffusion.formulation": ("edm", "ddpm"),
     "diffusion.ddpm.schedule": ("linear", "scaled_linear", "cosine"),

@@ -29,7 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec, Sharding
 
 from pyoco_jax.data.synthetic import SyntheticVideoSource
 
-SOURCES = ("synthetic", "video_folder", "tfds", "latents")
+SOURCES = ("synthetic",)
 _STATE_VERSION = 1
 _READ_THREADS = 2  # Threads per process building host batches ahead (grain ReadOptions).
 
@@ -42,8 +42,8 @@ class RandomAccessSource(Protocol):
     def __getitem__(self, index: int) -> Mapping[str, np.ndarray]: ...
 
 
-def make_source(data_config: ml_collections.ConfigDict) -> RandomAccessSource:
-    """Builds the source named by `data.source`."""
+def make_source(data_config: ml_collections.ConfigDict, *, seed: int = 0) -> RandomAccessSource:
+    """Builds the source named by `data.source`; `seed` fixes the synthetic clips (real data ignores it)."""
     name = data_config.source
     if name == "synthetic":
         if data_config.channels != 3:
@@ -56,9 +56,8 @@ def make_source(data_config: ml_collections.ConfigDict) -> RandomAccessSource:
             data_config.resolution,
             num_classes=data_config.num_classes,
             fps=data_config.fps,
+            seed=seed,
         )
-    if name in SOURCES:
-        raise NotImplementedError(f"data.source={name!r} is not available yet; use data.source='synthetic'")
     raise ValueError(f"unknown data.source {name!r}; choose one of {SOURCES}")
 
 

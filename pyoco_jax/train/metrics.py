@@ -1,8 +1,10 @@
-"""Training telemetry: TensorBoard scalars and images, a progress bar, a log line every N steps.
+"""Training telemetry: TensorBoard scalars and images, metrics.jsonl, a progress bar, a log line every N steps.
 
 Only process 0 writes; other processes get a logger that does nothing.
 """
 
+import json
+import pathlib
 import time
 
 import numpy as np
@@ -20,6 +22,7 @@ class MetricLogger:
         from tqdm import tqdm
 
         self._writer = SummaryWriter(logdir=f"{workdir}/tensorboard")
+        self._jsonl = open(pathlib.Path(workdir) / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
         self._bar = tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)
 
     def advance(self, step: int, loss: float | None = None) -> None:
@@ -36,6 +39,8 @@ class MetricLogger:
             self._writer.add_scalar(name, float(value), step)
         line = " ".join(f"{name}={value:.4g}" for name, value in values.items())
         logging.info("step %d: %s", step, line)
+        self._jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in values.items()}}) + "\n")
+        self._jsonl.flush()
         self._writer.flush()
 
     def video_grid(self, step: int, tag: str, videos: np.ndarray) -> None:
@@ -52,6 +57,7 @@ class MetricLogger:
             self._bar.close()
         if self._writer is not None:
             self._writer.close()
+            self._jsonl.close()
 
 
 class Throughput:

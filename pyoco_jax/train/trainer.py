@@ -63,21 +63,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     batch_sharding = parallel.batch_sharding(mesh)
 
     checkpointer = Checkpointer(workdir, config.train)
-    loader = make_loader(
-        config.data,
-        make_source(config.data, seed=config.seed),
-        batch_sharding,
-        seed=config.seed,
-    )
     start_step = checkpointer.latest_step()
+    data_state = None
     if start_step is None:
         state = jax.jit(lambda: parts.init_state(config), out_shardings=state_sharding)()
         start_step = 0
         logging.info("Starting a new run in %s", workdir)
     else:
         state, data_state = checkpointer.restore(start_step, abstract_like(parts.abstract_state, state_sharding))
-        loader.set_state(data_state)
         logging.info("Resumed from the checkpoint at step %d in %s", start_step, workdir)
+    source = make_source(config.data, seed=config.seed)
+    loader = make_loader(config.data, source, batch_sharding, seed=config.seed, state=data_state)
 
     step_fn = jax.jit(
         make_train_step(parts.graphdef, parts.formulation, parts.optimizer, config),
