@@ -84,10 +84,13 @@ class DDPM(Formulation):
             return jnp.minimum(snr, gamma) / (snr + 1.0)
         return jnp.minimum(snr, gamma)
 
+    def draw_level(self, key: jax.Array) -> jax.Array:
+        """One training timestep, uniform over the discrete schedule."""
+        return jax.random.randint(key, (), 0, self.num_train_timesteps)
+
     def loss_terms(
-        self, model_fn: ModelFn, x0: jax.Array, noise: jax.Array, key: jax.Array
+        self, model_fn: ModelFn, x0: jax.Array, noise: jax.Array, t: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
-        t = jax.random.randint(key, (x0.shape[0],), 0, self.num_train_timesteps)
         time = t.astype(jnp.float32)
         raw = model_fn(self.add_noise(x0, noise, t), time).astype(jnp.float32)
         per_example_loss = self.loss_weight(t) * mean_per_example((raw - self.target(x0, noise, t)) ** 2)

@@ -45,9 +45,9 @@ class EDM(Formulation):
         """x = x0 + sigma * noise with one sigma per example (B,)."""
         return x0 + per_example(jnp.asarray(sigma, jnp.float32), x0) * noise
 
-    def training_sigmas(self, key: jax.Array, batch: int) -> jax.Array:
-        """ln(sigma) ~ N(p_mean, p_std^2), one per video."""
-        return jnp.exp(self.p_mean + self.p_std * jax.random.normal(key, (batch,), jnp.float32))
+    def draw_level(self, key: jax.Array) -> jax.Array:
+        """One training sigma: ln(sigma) ~ N(p_mean, p_std^2)."""
+        return jnp.exp(self.p_mean + self.p_std * jax.random.normal(key, (), jnp.float32))
 
     def denoise(self, model_fn: ModelFn, x: jax.Array, sigma: jax.Array) -> jax.Array:
         c_skip, c_out, c_in, c_noise = self.preconditioning(sigma)
@@ -55,9 +55,8 @@ class EDM(Formulation):
         return per_example(c_skip, x) * x + per_example(c_out, x) * raw
 
     def loss_terms(
-        self, model_fn: ModelFn, x0: jax.Array, noise: jax.Array, key: jax.Array
+        self, model_fn: ModelFn, x0: jax.Array, noise: jax.Array, sigma: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
-        sigma = self.training_sigmas(key, x0.shape[0])
         denoised = self.denoise(model_fn, self.add_noise(x0, noise, sigma), sigma)
         per_example_loss = self.loss_weight(sigma) * mean_per_example((denoised - x0) ** 2)
         return per_example_loss, jnp.log(sigma) / 4.0

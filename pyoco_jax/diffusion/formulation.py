@@ -48,16 +48,20 @@ class Formulation(abc.ABC):
         """Standard deviation of the initial noise at the first sampling level sigma_max."""
 
     @abc.abstractmethod
+    def draw_level(self, key: jax.Array) -> jax.Array:
+        """One example's training noise level (sigma or timestep) from its own key."""
+
+    @abc.abstractmethod
     def loss_terms(
-        self, model_fn: ModelFn, x0: jax.Array, noise: jax.Array, key: jax.Array
+        self, model_fn: ModelFn, x0: jax.Array, noise: jax.Array, level: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
-        """Per-example float32 losses (B,) and the model's time input t (B,), given x0, noise and a level key."""
+        """Per-example float32 losses (B,) and the model's time input t (B,), given x0, noise and levels (B,)."""
 
     def loss(
         self,
         model_fn: ModelFn,
         x0: jax.Array,
-        key: jax.Array,
+        keys: jax.Array,
         *,
         prior: str = "iid",
         alpha: float = 1.0,
@@ -65,13 +69,22 @@ class Formulation(abc.ABC):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """The training loss for a batch of videos x0 (B, F, H, W, C), computed in float32.
 
-        One noise level per video; the noise follows the PYoCo `prior` along
-        `frame_axis`. Returns the scalar loss and {"per_example_loss", "t"} for logging.
+        `keys` holds one PRNG key per video (e.g. `jax.random.split(key, B)`); each
+        video's noise level and noise depend on its key alone, so a batch's loss is
+        the same however it is split over devices or micro-batches. The noise follows
+        the PYoCo `prior` along `frame_axis` (not the batch axis). Returns the scalar
+        loss and {"per_example_loss", "t"} for logging.
         """
         x0 = jnp.asarray(x0, jnp.float32)
-        level_key, noise_key = jax.random.split(key)
-        noise = sample_noise(noise_key, x0.shape, prior, alpha, frame_axis)
-        per_example_loss, t = self.loss_terms(model_fn, x0, noise, level_key)
+        axis = frame_axis % x0.ndim
+        if axis == 0:
+            raise ValueError("frame_axis cannot be the batch axis 0; frames are axis 1 of (B, F, H, W, C).")
+        if keys.shape[0] != x0.shape[0]:
+            raise ValueError(f"need one key per video: got {keys.shape[0]} keys for a batch of {x0.shape[0]}.")
+        level_keys, noise_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+        noise = jax.vmap(lambda k: sample_noise(k, x0.shape[1:], prior, alpha, axis - 1))(noise_keys)
+        levels = jax.vmap(self.draw_level)(level_keys)
+        per_example_loss, t = self.loss_terms(model_fn, x0, noise, levels)
         return jnp.mean(per_example_loss), {"per_example_loss": per_example_loss, "t": t}
 
     def sample(

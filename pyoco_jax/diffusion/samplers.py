@@ -57,16 +57,16 @@ def _karras(
     churn_std = np.sqrt(sigma_hat**2 - sigmas[:-1] ** 2) * s_noise
     stochastic = bool(np.any(churn_std > 0))
     heun = second_order & (sigmas[1:] > 0)
-    xs = _consts(sigma_hat, sigmas[1:], churn_std, heun.astype(np.float64)) + (
-        jax.random.split(key, len(sigmas) - 1),
-    )
+    xs = _consts(sigma_hat, sigmas[1:], churn_std, heun.astype(np.float64)) + (jax.random.split(key, len(sigmas) - 1),)
 
     def step(x, inputs):
         s_hat, s_next, std, use_heun, step_key = inputs
         if stochastic:
             x = x + std * noise_fn(step_key)
-        d = (x - _at(denoise, x, s_hat)) / s_hat
-        x_next = x + (s_next - s_hat) * d
+        denoised = _at(denoise, x, s_hat)
+        d = (x - denoised) / s_hat
+        # x + (s_next - s_hat) d, written without cancelling two ~sigma_max terms.
+        x_next = denoised + (s_next / s_hat) * (x - denoised)
         if heun.any():
 
             def corrected(x_next):
