@@ -67,7 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.num_attention_heads = 4  # Heads of spatial attention (int, or one per level).
     c.model.transformer_layers_per_block = 1
     c.model.cross_attention_dim = 0  # Width of text `context` (0: no cross-attention).
-    c.model.use_linear_projection = False  # Linear (SD 2.x) or 1x1-conv (SD 1.x) proj_in/out.
+    c.model.use_linear_projection = False  # SD 2.x linear vs SD 1.x 1x1-conv proj_in/out (conversion only).
     c.model.norm_num_groups = 8
     c.model.norm_eps = 1e-5
     c.model.num_classes = 0  # Class-label embedding added to the time embedding (0: none).
@@ -85,7 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.temporal.directed = True  # Causal (MagicVideo): frame p sees frames q <= p.
     c.model.temporal.position_encoding = "sinusoidal"  # none | sinusoidal | relative
     c.model.temporal.num_heads = 4
-    c.model.temporal.conv = False  # Kernel-3 1D convolution across frames after each ResNet.
+    c.model.temporal.conv = False  # Kernel-3 1D conv across frames after each ResNet (causal if directed).
     c.model.temporal.adaptor = True  # MagicVideo frame-wise adaptor after every 2D conv.
     c.model.temporal.arrangement = "sequential"  # sequential | parallel (z = S-Attn(z) + T-Attn(z))
 

@@ -126,13 +126,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             "model.norm_num_groups",
             f"{model.norm_num_groups} groups do not divide {channels} channels",
         )
+    for level in temporal.levels:
+        _require(0 <= level < levels, "model.temporal.levels", f"level {level} does not exist (0..{levels - 1})")
+    temporal_levels = set(temporal.levels) | ({levels - 1} if temporal.mid else set())
+    for level in sorted(temporal_levels):
+        channels = model.block_out_channels[level]
         _require(
             not temporal.attention or channels % temporal.num_heads == 0,
             "model.temporal.num_heads",
-            f"{temporal.num_heads} heads do not divide {channels} channels",
+            f"{temporal.num_heads} heads do not divide the {channels} channels of level {level}",
         )
-    for level in temporal.levels:
-        _require(0 <= level < levels, "model.temporal.levels", f"level {level} does not exist (0..{levels - 1})")
     _require(
         model.in_channels == data.channels,
         "model.in_channels",

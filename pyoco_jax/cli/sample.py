@@ -9,6 +9,8 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
+from pyoco_jax.cli.logs import quiet_library_logs
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _NUM = flags.DEFINE_integer("num", 4, "Number of videos.")
@@ -21,6 +23,7 @@ _OUT = flags.DEFINE_string("out", None, "Output .mp4 (a .gif of the same grid is
 
 
 def main(argv: list[str]) -> None:
+    quiet_library_logs()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not _WORKDIR.value or not _OUT.value:

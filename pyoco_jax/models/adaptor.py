@@ -5,6 +5,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pyoco_jax.models import axes
+from pyoco_jax.models.keys import KeySource
 
 
 class FrameAdaptor(nnx.Module):
@@ -13,7 +14,7 @@ class FrameAdaptor(nnx.Module):
     The tables hold `num_frames` rows; a clip with fewer frames uses the first rows.
     """
 
-    def __init__(self, num_frames: int, channels: int, *, param_dtype: jnp.dtype, rngs: nnx.Rngs):
+    def __init__(self, num_frames: int, channels: int, *, param_dtype: jnp.dtype, rngs: KeySource):
         self.num_frames = num_frames
         self.scale = nnx.Param(
             axes.partitioned(nnx.initializers.ones, axes.FRAMES, axes.CONV_OUT)(

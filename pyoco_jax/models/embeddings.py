@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pyoco_jax.models import axes
+from pyoco_jax.models.keys import KeySource
 from pyoco_jax.models.layers import Dense, Precision
 
 
@@ -28,7 +29,7 @@ def sinusoidal_embedding(
 class TimestepEmbedding(nnx.Module):
     """linear_2(SiLU(linear_1(x))); `zero_out` makes the output exactly 0 at init."""
 
-    def __init__(self, in_dim: int, out_dim: int, *, precision: Precision, rngs: nnx.Rngs, zero_out: bool = False):
+    def __init__(self, in_dim: int, out_dim: int, *, precision: Precision, rngs: KeySource, zero_out: bool = False):
         self.linear_1 = Dense(in_dim, out_dim, names=(axes.EMBED, axes.TEMB), precision=precision, rngs=rngs)
         self.linear_2 = Dense(
             out_dim, out_dim, names=(axes.TEMB, axes.EMBED), precision=precision, rngs=rngs, zero_init=zero_out
@@ -41,7 +42,7 @@ class TimestepEmbedding(nnx.Module):
 class LabelEmbedding(nnx.Module):
     """Class-label table with `num_classes + 1` rows; the last row is the null label for guidance."""
 
-    def __init__(self, num_classes: int, dim: int, *, precision: Precision, rngs: nnx.Rngs):
+    def __init__(self, num_classes: int, dim: int, *, precision: Precision, rngs: KeySource):
         self.num_classes = num_classes
         self.dtype = precision.dtype
         init = axes.partitioned(nnx.initializers.normal(1.0), axes.CLASSES, axes.TEMB)

@@ -12,6 +12,7 @@ from flax import nnx
 
 from pyoco_jax.models import axes
 from pyoco_jax.models.adaptor import FrameAdaptor
+from pyoco_jax.models.keys import KeySource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Precision:
     param_dtype: jnp.dtype = jnp.float32
 
 
-def _param(rngs: nnx.Rngs, init, names: tuple, shape: tuple, dtype: jnp.dtype) -> nnx.Param:
+def _param(rngs: KeySource, init, names: tuple, shape: tuple, dtype: jnp.dtype) -> nnx.Param:
     return nnx.Param(axes.partitioned(init, *names)(rngs.params(), shape, dtype))
 
 
@@ -36,7 +37,7 @@ class Dense(nnx.Module):
         *,
         names: tuple[str, str],
         precision: Precision,
-        rngs: nnx.Rngs,
+        rngs: KeySource,
         use_bias: bool = True,
         zero_init: bool = False,
     ):
@@ -72,7 +73,7 @@ class Conv2d(nnx.Module):
         stride: int = 1,
         adaptor_frames: int = 0,
         precision: Precision,
-        rngs: nnx.Rngs,
+        rngs: KeySource,
     ):
         self.dtype = precision.dtype
         self.stride = stride
@@ -108,7 +109,7 @@ class Conv2d(nnx.Module):
 class GroupNorm(nnx.Module):
     """GroupNorm over all non-batch axes of channels-last input, computed in float32."""
 
-    def __init__(self, num_groups: int, channels: int, *, eps: float, precision: Precision, rngs: nnx.Rngs):
+    def __init__(self, num_groups: int, channels: int, *, eps: float, precision: Precision, rngs: KeySource):
         if channels % num_groups:
             raise ValueError(f"{num_groups} norm groups do not divide {channels} channels (model.norm_num_groups)")
         self.num_groups, self.eps, self.dtype = num_groups, eps, precision.dtype
@@ -129,7 +130,7 @@ class GroupNorm(nnx.Module):
 class LayerNorm(nnx.Module):
     """LayerNorm over the last axis, computed in float32."""
 
-    def __init__(self, channels: int, *, eps: float = 1e-5, precision: Precision, rngs: nnx.Rngs):
+    def __init__(self, channels: int, *, eps: float = 1e-5, precision: Precision, rngs: KeySource):
         self.eps, self.dtype = eps, precision.dtype
         self.scale = _param(rngs, nnx.initializers.ones, (axes.NORM,), (channels,), precision.param_dtype)
         self.bias = _param(rngs, nnx.initializers.zeros, (axes.NORM,), (channels,), precision.param_dtype)

@@ -1,10 +1,10 @@
 """Per-block gradient checkpointing (`model.remat`), so activation memory can be traded for compute.
 
-    none     keep every activation.
-    full     keep only block inputs; recompute the block in the backward pass.
-    dots     keep the results of matmuls (dot_general) inside a block, recompute the rest.
-    offload  like dots, but the kept results live in host memory (pinned_host) until the
-             backward pass; on a platform without host memory kinds it behaves as dots (logged).
+none     keep every activation.
+full     keep only block inputs; recompute the block in the backward pass.
+dots     keep the results of matmuls (dot_general) inside a block, recompute the rest.
+offload  like dots, but the kept results live in host memory (pinned_host) until the
+         backward pass; on a platform without host memory kinds it behaves as dots (logged).
 """
 
 from collections.abc import Callable

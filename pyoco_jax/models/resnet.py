@@ -5,6 +5,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pyoco_jax.models import axes
+from pyoco_jax.models.keys import KeySource
 from pyoco_jax.models.layers import Conv2d, Dense, GroupNorm, Precision
 
 
@@ -21,7 +22,7 @@ class ResnetBlock(nnx.Module):
         eps: float,
         adaptor_frames: int,
         precision: Precision,
-        rngs: nnx.Rngs,
+        rngs: KeySource,
     ):
         self.norm1 = GroupNorm(groups, in_channels, eps=eps, precision=precision, rngs=rngs)
         self.conv1 = Conv2d(in_channels, out_channels, adaptor_frames=adaptor_frames, precision=precision, rngs=rngs)
@@ -49,7 +50,7 @@ class ResnetBlock(nnx.Module):
 class Downsample(nnx.Module):
     """Stride-2 3x3 conv with padding 1."""
 
-    def __init__(self, channels: int, *, adaptor_frames: int, precision: Precision, rngs: nnx.Rngs):
+    def __init__(self, channels: int, *, adaptor_frames: int, precision: Precision, rngs: KeySource):
         self.conv = Conv2d(channels, channels, stride=2, adaptor_frames=adaptor_frames, precision=precision, rngs=rngs)
 
     def __call__(self, x: jax.Array, frames: int) -> jax.Array:
@@ -59,7 +60,7 @@ class Downsample(nnx.Module):
 class Upsample(nnx.Module):
     """Nearest-neighbour 2x upsampling, then a 3x3 conv."""
 
-    def __init__(self, channels: int, *, adaptor_frames: int, precision: Precision, rngs: nnx.Rngs):
+    def __init__(self, channels: int, *, adaptor_frames: int, precision: Precision, rngs: KeySource):
         self.conv = Conv2d(channels, channels, adaptor_frames=adaptor_frames, precision=precision, rngs=rngs)
 
     def __call__(self, x: jax.Array, frames: int) -> jax.Array:

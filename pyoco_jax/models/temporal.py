@@ -18,6 +18,7 @@ from flax import nnx
 
 from pyoco_jax.models import axes
 from pyoco_jax.models.embeddings import sinusoidal_embedding
+from pyoco_jax.models.keys import KeySource
 from pyoco_jax.models.layers import GroupNorm, LayerNorm, Precision
 from pyoco_jax.models.transformer import Attention
 
@@ -84,7 +85,7 @@ class TemporalAttention(nnx.Module):
         position_encoding: str,
         backend: str,
         precision: Precision,
-        rngs: nnx.Rngs,
+        rngs: KeySource,
     ):
         if channels % num_heads:
             raise ValueError(f"model.temporal.num_heads={num_heads} does not divide {channels} channels")
@@ -117,7 +118,7 @@ class TemporalAttention(nnx.Module):
 class TemporalConv(nnx.Module):
     """Branch GroupNorm-SiLU-Conv1d(kernel 3 over frames), zero-initialised; causal if `causal`."""
 
-    def __init__(self, channels: int, *, groups: int, eps: float, causal: bool, precision: Precision, rngs: nnx.Rngs):
+    def __init__(self, channels: int, *, groups: int, eps: float, causal: bool, precision: Precision, rngs: KeySource):
         self.causal, self.dtype = causal, precision.dtype
         self.norm = GroupNorm(groups, channels, eps=eps, precision=precision, rngs=rngs)
         kernel_init = axes.partitioned(nnx.initializers.zeros, axes.CONV_WINDOW, axes.CONV_IN, axes.CONV_OUT)

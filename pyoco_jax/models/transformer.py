@@ -5,6 +5,7 @@ from flax import nnx
 
 from pyoco_jax.models import axes
 from pyoco_jax.models.attention import attention
+from pyoco_jax.models.keys import KeySource
 from pyoco_jax.models.layers import Dense, GroupNorm, LayerNorm, Precision
 
 
@@ -20,14 +21,16 @@ class Attention(nnx.Module):
         context_dim: int = 0,
         backend: str,
         precision: Precision,
-        rngs: nnx.Rngs,
+        rngs: KeySource,
         zero_out: bool = False,
     ):
         inner = heads * head_dim
         kv_dim = context_dim or query_dim
         kv_names = (axes.CONTEXT if context_dim else axes.EMBED, axes.HEADS)
         self.heads, self.backend = heads, backend
-        self.to_q = Dense(query_dim, inner, names=(axes.EMBED, axes.HEADS), use_bias=False, precision=precision, rngs=rngs)
+        self.to_q = Dense(
+            query_dim, inner, names=(axes.EMBED, axes.HEADS), use_bias=False, precision=precision, rngs=rngs
+        )
         self.to_k = Dense(kv_dim, inner, names=kv_names, use_bias=False, precision=precision, rngs=rngs)
         self.to_v = Dense(kv_dim, inner, names=kv_names, use_bias=False, precision=precision, rngs=rngs)
         self.to_out = Dense(
@@ -53,7 +56,7 @@ class Attention(nnx.Module):
 class FeedForward(nnx.Module):
     """GEGLU feed-forward: proj_out(h * gelu(gate)) with (h, gate) = geglu(x)."""
 
-    def __init__(self, dim: int, *, mult: int = 4, precision: Precision, rngs: nnx.Rngs):
+    def __init__(self, dim: int, *, mult: int = 4, precision: Precision, rngs: KeySource):
         inner = dim * mult
         self.geglu = Dense(dim, 2 * inner, names=(axes.EMBED, axes.MLP), precision=precision, rngs=rngs)
         self.proj_out = Dense(inner, dim, names=(axes.MLP, axes.EMBED), precision=precision, rngs=rngs)
@@ -67,7 +70,15 @@ class TransformerBlock(nnx.Module):
     """Pre-LayerNorm self-attention, cross-attention to `context` (if any), feed-forward; all residual."""
 
     def __init__(
-        self, dim: int, heads: int, head_dim: int, *, context_dim: int, backend: str, precision: Precision, rngs: nnx.Rngs
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        *,
+        context_dim: int,
+        backend: str,
+        precision: Precision,
+        rngs: KeySource,
     ):
         self.norm1 = LayerNorm(dim, precision=precision, rngs=rngs)
         self.attn1 = Attention(dim, heads, head_dim, backend=backend, precision=precision, rngs=rngs)
@@ -109,7 +120,7 @@ class SpatialTransformer(nnx.Module):
         groups: int,
         backend: str,
         precision: Precision,
-        rngs: nnx.Rngs,
+        rngs: KeySource,
     ):
         head_dim = channels // heads
         inner = heads * head_dim

@@ -98,7 +98,7 @@ def make_train_step(
             (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro_batches)
             loss, grads = jax.tree.map(lambda x: x / accum, (loss, grads))
 
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -14,9 +14,9 @@ from absl import logging
 
 from pyoco_jax import parallel
 from pyoco_jax.data.loader import make_loader, make_source
+from pyoco_jax.train.build import build_run
 from pyoco_jax.train.checkpoint import Checkpointer, abstract_like
 from pyoco_jax.train.metrics import MetricLogger, Throughput
-from pyoco_jax.train.build import build_run
 from pyoco_jax.train.optimizer import learning_rate_schedule
 from pyoco_jax.train.sampling import make_sampler, sample_videos, write_videos
 from pyoco_jax.train.step import make_train_step
@@ -67,6 +67,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     data_state = None
     if start_step is None:
         state = jax.jit(lambda: parts.init_state(config), out_shardings=state_sharding)()
+        if config.train.init_from:
+            from pyoco_jax.train.pretrained import init_from_pretrained
+
+            state = init_from_pretrained(state, parts, config)
         start_step = 0
         logging.info("Starting a new run in %s", workdir)
     else:

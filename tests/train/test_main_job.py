@@ -1,0 +1,58 @@
+"""The README's main job in small: train, watch the loss fall, then sample an mp4 from the checkpoint."""
+
+import json
+import subprocess
+import sys
+
+import av
+import pytest
+
+from pyoco_jax.train.trainer import NonFiniteLossError, train
+from tests.train.helpers import checkpoint_steps, fast_config, run, single_device_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_loss_falls_and_outputs_are_written(tmp_path):
+    config = fast_config("train.num_steps=60", "train.checkpoint_every=30", "optim.learning_rate=1e-3")
+    train(config, str(tmp_path))
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 60
+    start, end = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
+    assert end < 0.6 * start, (start, end)
+    assert checkpoint_steps(tmp_path) == [30, 60]
+    assert list((tmp_path / "tensorboard").iterdir())
+    assert (tmp_path / "samples" / "step_0000060.mp4").exists()
+    assert (tmp_path / "samples" / "step_0000060.gif").exists()
+
+    out = tmp_path / "cli_sample.mp4"
+    command = [sys.executable, "-m", "pyoco_jax.cli.sample", f"--workdir={tmp_path}", f"--out={out}"]
+    run([*command, "--num=2", "--steps=2", "--label=1", "--guidance=2.0"])
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        assert float(stream.average_rate) == pytest.approx(config.sample.fps)
+    assert len(frames) == config.data.num_frames
+    assert frames[0].shape == (config.data.resolution, 2 * config.data.resolution, 3)  # Two samples side by side.
+
+
+def test_sample_cli_explains_a_missing_checkpoint(tmp_path):
+    command = [sys.executable, "-m", "pyoco_jax.cli.sample", f"--workdir={tmp_path}", f"--out={tmp_path}/x.mp4"]
+    result = subprocess.run(command, env=single_device_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "no checkpoint" in result.stderr
+
+
+def test_train_cli_rejects_a_bad_config_before_compiling(tmp_path):
+    from tests.train.helpers import train_command
+
+    command = train_command(tmp_path, "noise.alpha=-1")
+    result = subprocess.run(command, env=single_device_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "noise.alpha" in result.stderr and "Traceback" not in result.stderr
+    assert checkpoint_steps(tmp_path) == []
+
+
+def test_repeated_non_finite_losses_stop_with_a_clear_message(tmp_path):
+    config = fast_config("optim.learning_rate=1e30", "optim.grad_clip_norm=0.0", "optim.max_nonfinite_steps=3")
+    config.train.num_steps = 50
+    with pytest.raises(NonFiniteLossError, match="optim.learning_rate"):
+        train(config, str(tmp_path))

@@ -1,0 +1,81 @@
+"""Starting from a diffusers image U-Net: 2D weights loaded, temporal layers new, same output per frame."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+from flax import nnx
+
+from pyoco_jax.train.build import build_run
+from pyoco_jax.train.pretrained import init_from_pretrained
+from pyoco_jax.train.trainer import train
+from tests.train.helpers import checkpoint_steps, fast_config
+
+pytestmark = pytest.mark.slow
+NO_ATTENTION = ("model.attention_levels=(False,False,False)", "model.mid_block_attention=False")
+
+
+@pytest.fixture(scope="module")
+def image_unet(tmp_path_factory):
+    """A random diffusers U-Net shaped like the fast test config's 2D part, saved with save_pretrained."""
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D",) * 3,
+        up_block_types=("UpBlock2D",) * 3,
+        mid_block_type="UNetMidBlock2D",
+        norm_num_groups=8,
+        num_class_embeds=4,
+    ).eval()
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    folder = tmp_path_factory.mktemp("image_unet")
+    unet.save_pretrained(folder)
+    return unet, folder
+
+
+def test_video_model_starts_as_the_image_model_on_every_frame(image_unet):
+    unet, folder = image_unet
+    config = fast_config(*NO_ATTENTION, f"train.init_from={folder}", "optim.trainable=temporal|adaptor")
+    parts = build_run(config)
+    state = init_from_pretrained(jax.jit(lambda: parts.init_state(config))(), parts, config)
+    model = nnx.merge(parts.graphdef, state.params, state.frozen)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, config.data.num_frames, 16, 16, 3)).astype(np.float32)
+    t = np.array([10.0, 500.0], np.float32)
+    labels = np.array([1, 3])
+    ours = np.asarray(model(jnp.asarray(x), jnp.asarray(t), labels=jnp.asarray(labels)))
+    for frame in range(config.data.num_frames):
+        with torch.no_grad():
+            reference = unet(
+                torch.from_numpy(x[:, frame].transpose(0, 3, 1, 2).copy()),
+                torch.from_numpy(t),
+                encoder_hidden_states=None,
+                class_labels=torch.from_numpy(labels),
+            ).sample.numpy()
+        np.testing.assert_allclose(ours[:, frame], reference.transpose(0, 2, 3, 1), atol=1e-4)
+    for ema, param in zip(jax.tree.leaves(state.ema), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_array_equal(ema, param)
+
+
+def test_training_run_initialised_from_the_image_model(image_unet, tmp_path):
+    _, folder = image_unet
+    config = fast_config(*NO_ATTENTION, f"train.init_from={folder}", "train.num_steps=2")
+    train(config, str(tmp_path))
+    assert checkpoint_steps(tmp_path) == [2]
+
+
+def test_a_mismatched_image_model_fails_clearly(image_unet):
+    _, folder = image_unet
+    config = fast_config(*NO_ATTENTION, "model.block_out_channels=(8,16,32)", f"train.init_from={folder}")
+    parts = build_run(config)
+    with pytest.raises(ValueError, match="shape"):
+        init_from_pretrained(jax.jit(lambda: parts.init_state(config))(), parts, config)
