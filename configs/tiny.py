@@ -8,7 +8,6 @@ Sizes were picked by measuring on 2 CPU cores: a narrow first level keeps the
 """
 
 import ml_collections
-
 from pyoco_jax.configs import default
 
 

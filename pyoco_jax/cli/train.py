@@ -5,10 +5,9 @@ import os
 import sys
 
 from absl import app, flags, logging
-
-from pyoco_jax.cli.logs import quiet_library_logs
 from ml_collections import config_flags
 
+from pyoco_jax.cli.logs import quiet_library_logs
 from pyoco_jax.config import ConfigError, validate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")

@@ -101,7 +101,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             saved_step = at_step
 
     def sample(at_step: int) -> None:
-        videos = sample_videos(sampler, state.ema, state.frozen, config, seed=config.seed, num=config.sample.num_samples)
+        num = config.sample.num_samples
+        videos = sample_videos(sampler, state.ema, state.frozen, config, seed=config.seed, num=num)
         if is_main:
             paths = write_videos(videos, f"{workdir}/samples/step_{at_step:07d}.mp4", config.sample.fps)
             logger.video_grid(at_step, "samples", videos)

@@ -14,6 +14,10 @@ pytestmark = pytest.mark.slow
 STEPS = ["train.num_steps=6", "train.checkpoint_every=2", "train.keep_checkpoints=5"]
 
 
+def _start(command: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(command, env=single_device_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def _wait_for(predicate, process: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while not predicate():
@@ -29,9 +33,7 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run(train_command(straight, *STEPS))
 
-    process = subprocess.Popen(
-        train_command(resumed, *STEPS), env=single_device_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    process = _start(train_command(resumed, *STEPS))
     _wait_for(lambda: 2 in checkpoint_steps(resumed), process)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -54,9 +56,7 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(tmp_path):
 def test_sigterm_saves_and_exits_zero_then_resumes(tmp_path):
     workdir = tmp_path / "run"
     long_run = ["train.num_steps=100000", "train.checkpoint_every=1000"]
-    process = subprocess.Popen(
-        train_command(workdir, *long_run), env=single_device_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    process = _start(train_command(workdir, *long_run))
     tensorboard = workdir / "tensorboard"
     _wait_for(lambda: tensorboard.exists() and any(p.stat().st_size > 200 for p in tensorboard.iterdir()), process)
     process.send_signal(signal.SIGTERM)
