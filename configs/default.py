@@ -114,6 +114,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.keep_every = 0  # ... plus every M-th step forever (0: none).
     c.train.sample_every = 500  # Sample videos with the EMA params (0: only at the end).
     c.train.init_from = ""  # diffusers UNet2DConditionModel folder to inflate ("": from scratch).
+    c.train.convert_cache_dir = ""  # Orbax cache of converted init_from weights, so they convert once.
 
     # ---- Sampling. ----
     c.sample = ml_collections.ConfigDict()

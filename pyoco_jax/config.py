@@ -40,10 +40,12 @@ CHOICES = {
 
 def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """Loads `path` with `--config.key=value` style overrides and validates it."""
-    argv = ["pyoco", f"--config={path}"]
+    latest: dict[str, str] = {}
     for item in overrides:
         item = item.removeprefix("--").removeprefix("config.")
-        argv.append(f"--config.{item}")
+        latest.pop(item.split("=", 1)[0], None)  # The last override of a key wins (config_flags would
+        latest[item.split("=", 1)[0]] = item  # concatenate repeated tuple overrides instead).
+    argv = ["pyoco", f"--config={path}", *(f"--config.{item}" for item in latest.values())]
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", default=None, flag_values=flag_values, sys_argv=argv)
     try:

@@ -17,9 +17,15 @@ def test_every_config_file_loads_and_validates(path):
 
 
 def test_overrides_apply_with_types():
-    config = load_config(TINY, ["noise.prior=mixed", "--config.noise.alpha=0.5", "model.block_out_channels=(32,64)"])
+    config = load_config(TINY, ["noise.prior=mixed", "--config.noise.alpha=0.5", "model.block_out_channels=(16,32,32)"])
     assert config.noise.prior == "mixed" and config.noise.alpha == 0.5
-    assert tuple(config.model.block_out_channels) == (32, 64)
+    assert tuple(config.model.block_out_channels) == (16, 32, 32)
+
+
+def test_the_last_override_of_a_key_wins():
+    overrides = ["model.block_out_channels=(8,8,8)", "noise.alpha=3", "model.block_out_channels=(8,16,16)"]
+    config = load_config(TINY, overrides)
+    assert tuple(config.model.block_out_channels) == (8, 16, 16) and config.noise.alpha == 3
 
 
 @pytest.mark.parametrize(

@@ -12,24 +12,7 @@ FORMULATIONS = ("edm", "ddpm")
 def make_formulation(config: ml_collections.ConfigDict) -> Formulation:
     """EDM or DDPM from `config.diffusion` (the section itself, not the whole config)."""
     if config.formulation == "edm":
-        edm = config.edm
-        return EDM(
-            sigma_data=edm.sigma_data,
-            p_mean=edm.p_mean,
-            p_std=edm.p_std,
-            sigma_min=edm.sigma_min,
-            sigma_max=edm.sigma_max,
-            rho=edm.rho,
-        )
+        return EDM(**config.edm.to_dict())  # Config keys are the constructor's arguments.
     if config.formulation == "ddpm":
-        ddpm = config.ddpm
-        return DDPM(
-            schedule=ddpm.schedule,
-            num_train_timesteps=ddpm.num_train_timesteps,
-            beta_start=ddpm.beta_start,
-            beta_end=ddpm.beta_end,
-            prediction=ddpm.prediction,
-            zero_terminal_snr=ddpm.zero_terminal_snr,
-            min_snr_gamma=ddpm.min_snr_gamma,
-        )
+        return DDPM(**config.ddpm.to_dict())
     raise ValueError(f"formulation {config.formulation!r} is not one of {FORMULATIONS}; set diffusion.formulation.")

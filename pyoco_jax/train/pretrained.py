@@ -18,7 +18,7 @@ from pyoco_jax.train.state import TrainState, trainable_filter
 
 def init_from_pretrained(state: TrainState, parts: RunParts, config: ml_collections.ConfigDict) -> TrainState:
     """`state` with the diffusers U-Net in `config.train.init_from` merged in; EMA and optimizer restarted."""
-    _, tensors = load_unet_params(config.train.init_from)
+    _, tensors = load_unet_params(config.train.init_from, cache_dir=config.train.convert_cache_dir or None)
     model = nnx.merge(parts.graphdef, state.params, state.frozen)
     merged, report = merge_params(nnx.state(model, nnx.Param), tensors)
     nnx.update(model, merged)
@@ -28,6 +28,7 @@ def init_from_pretrained(state: TrainState, parts: RunParts, config: ml_collecti
     return state.replace(
         params=params,
         frozen=frozen,
-        ema=jax.tree.map(lambda x: x.astype(jnp.float32), params),
+        # A real copy: the step donates the state, and an alias of params would be donated twice.
+        ema=jax.tree.map(lambda x: jax.device_put(x.astype(jnp.float32), x.sharding, may_alias=False), params),
         opt_state=jax.jit(parts.optimizer.init, out_shardings=opt_shardings)(params),
     )

@@ -51,13 +51,10 @@ def ema_decay(step: jax.Array, decay: float) -> jax.Array:
     return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
-def make_train_step(
-    graphdef: nnx.GraphDef,
-    formulation,
-    optimizer: optax.GradientTransformation,
-    config: ml_collections.ConfigDict,
-) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
-    """Builds `step(state, batch) -> (state, metrics)`; jit it with shardings and donation."""
+def make_loss_and_grads(
+    graphdef: nnx.GraphDef, formulation, config: ml_collections.ConfigDict
+) -> Callable[[nnx.State, nnx.State, Batch, jax.Array], tuple[jax.Array, nnx.State]]:
+    """`(params, frozen, batch, keys) -> (loss, grads)`, averaged over `optim.accum_steps` micro-batches."""
     optim, model_config = config.optim, config.model
     accum = int(optim.accum_steps)
     null_label = int(model_config.num_classes)
@@ -82,22 +79,35 @@ def make_train_step(
 
     grad_fn = jax.value_and_grad(micro_loss)
 
-    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
-        batch_size = batch["video"].shape[0]
-        keys = example_keys(state.rng, state.step, batch_size)
+    def loss_and_grads(params: nnx.State, frozen: nnx.State, batch: Batch, keys: jax.Array):
         if accum == 1:
-            loss, grads = grad_fn(state.params, state.frozen, batch, keys)
-        else:
-            micro_batches = jax.tree.map(lambda x: _interleave(x, accum), (batch, keys))
+            return grad_fn(params, frozen, batch, keys)
+        micro_batches = jax.tree.map(lambda x: _interleave(x, accum), (batch, keys))
 
-            def accumulate(carry, micro):
-                loss, grads = grad_fn(state.params, state.frozen, *micro)
-                return jax.tree.map(jnp.add, carry, (loss, grads)), None
+        def accumulate(carry, micro):
+            loss, grads = grad_fn(params, frozen, *micro)
+            return jax.tree.map(jnp.add, carry, (loss, grads)), None
 
-            zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
-            (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro_batches)
-            loss, grads = jax.tree.map(lambda x: x / accum, (loss, grads))
+        zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+        (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro_batches)
+        return jax.tree.map(lambda x: x / accum, (loss, grads))
 
+    return loss_and_grads
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    formulation,
+    optimizer: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """Builds `step(state, batch) -> (state, metrics)`; jit it with shardings and donation."""
+    optim = config.optim
+    loss_and_grads = make_loss_and_grads(graphdef, formulation, config)
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        keys = example_keys(state.rng, state.step, batch["video"].shape[0])
+        loss, grads = loss_and_grads(state.params, state.frozen, batch, keys)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

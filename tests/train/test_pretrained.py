@@ -68,7 +68,7 @@ def test_video_model_starts_as_the_image_model_on_every_frame(image_unet):
 
 def test_training_run_initialised_from_the_image_model(image_unet, tmp_path):
     _, folder = image_unet
-    config = fast_config(*NO_ATTENTION, f"train.init_from={folder}", "train.num_steps=2")
+    config = fast_config(*NO_ATTENTION, f"train.init_from={folder}", "train.num_steps=2", "data.global_batch_size=8")
     train(config, str(tmp_path))
     assert checkpoint_steps(tmp_path) == [2]
 
