@@ -110,6 +110,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     data, model, optim, temporal = config.data, config.model, config.optim, config.model.temporal
     _require(config.noise.alpha >= 0, "noise.alpha", f"must be >= 0 (0 is iid noise), got {config.noise.alpha}")
     _require(data.num_frames >= 1, "data.num_frames", "must be >= 1")
+    _require(
+        config.mesh.sequence >= 1 and data.num_frames % config.mesh.sequence == 0,
+        "data.num_frames",
+        f"{data.num_frames} frames cannot be split over mesh.sequence={config.mesh.sequence} devices",
+    )
     levels = len(model.block_out_channels)
     factor = 2 ** (levels - 1)
     _require(

@@ -44,6 +44,7 @@ def test_the_last_override_of_a_key_wins():
         ("sample.sampler=ancestral", "sample.sampler"),
         ("model.in_channels=4", "model.in_channels"),
         ("model.num_classes=2", "model.num_classes"),
+        ("mesh.sequence=3", "data.num_frames"),
     ],
 )
 def test_bad_values_fail_naming_the_key(override, key):
