@@ -132,7 +132,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                 values.update(throughput.summary(), learning_rate=float(schedule(step - 1)))
                 logger.scalars(step, values)
                 last_metrics = values
-                logger.advance(step, values["loss"])
+            logger.advance(step, last_metrics.get("loss"))
             if step % config.train.checkpoint_every == 0 and step < num_steps:
                 save(step)
             if config.train.sample_every and step % config.train.sample_every == 0 and step < num_steps:
