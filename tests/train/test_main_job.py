@@ -5,8 +5,10 @@ import subprocess
 import sys
 
 import av
+import numpy as np
 import pytest
 
+from pyoco_jax.data.video_io import video_grid
 from pyoco_jax.train.trainer import NonFiniteLossError, train
 from tests.train.helpers import checkpoint_steps, fast_config, run, single_device_env
 
@@ -35,7 +37,10 @@ def test_loss_falls_and_outputs_are_written(tmp_path):
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
         assert float(stream.average_rate) == pytest.approx(config.sample.fps)
     assert len(frames) == config.data.num_frames
-    assert frames[0].shape == (config.data.resolution, 2 * config.data.resolution, 3)  # Two samples side by side.
+    side = config.data.resolution
+    _, grid_h, grid_w, _ = video_grid(np.zeros((2, 1, side, side, 3), np.uint8), cols=2).shape
+    assert grid_w > 2 * side  # Two samples side by side, with a gap.
+    assert frames[0].shape == (grid_h + grid_h % 2, grid_w + grid_w % 2, 3)  # mp4 (yuv420p) pads odd sides.
 
 
 def test_sample_cli_explains_a_missing_checkpoint(tmp_path):
