@@ -11,7 +11,7 @@ from absl import app, flags, logging
 
 from pyoco_jax.cli.logs import quiet_library_logs
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/ (local or gs://).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _NUM = flags.DEFINE_integer("num", 4, "Number of videos.")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps (default: the config's sample.num_steps).")
@@ -19,7 +19,7 @@ _GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale
 _LABEL = flags.DEFINE_integer("label", None, "Class label for every video (default: cycle through classes).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _EMA = flags.DEFINE_bool("ema", True, "Sample with the EMA params (else the raw trained params).")
-_OUT = flags.DEFINE_string("out", None, "Output .mp4 (a .gif of the same grid is written next to it).")
+_OUT = flags.DEFINE_string("out", None, "Output .mp4, local or gs:// (a .gif of the same grid is written next to it).")
 
 
 def main(argv: list[str]) -> None:

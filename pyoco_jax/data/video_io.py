@@ -4,14 +4,21 @@ MP4 is H.264 in yuv420p, which players everywhere accept but which needs even
 sides: odd heights or widths are padded by one row/column repeating the edge
 pixels (so a read-back clip may be one pixel larger there). GIFs use one
 adaptive 256-colour palette shared by all frames, so colours do not flicker.
+Writers take any `etils.epath` path (local or gs://): PyAV encodes into a
+local temporary file, which is then copied to the destination.
 """
 
+import contextlib
 import math
 import os
+import pathlib
+import tempfile
+from collections.abc import Iterator
 from fractions import Fraction
 
 import av
 import numpy as np
+from etils import epath
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
@@ -31,6 +38,19 @@ def _rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+@contextlib.contextmanager
+def _local_file(path: str | os.PathLike) -> Iterator[str]:
+    """A local path to write to; its bytes go to `path` (through epath) once the block ends without error.
+
+    Every destination, local ones included, takes this one route, so a local run exercises the gs:// one.
+    """
+    destination = epath.Path(path)
+    with tempfile.TemporaryDirectory(prefix="pyoco_jax_video_") as tmp:
+        local = pathlib.Path(tmp) / destination.name
+        yield str(local)
+        destination.write_bytes(local.read_bytes())
+
+
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, *, crf: int = 18) -> None:
     """Writes an H.264 (libx264, yuv420p) MP4; `crf` trades size for quality (0 lossless luma, 18 near-transparent)."""
     frames = _check_frames(frames)
@@ -38,7 +58,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, *, crf: i
     pad_h, pad_w = height % 2, width % 2
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    with av.open(os.fspath(path), mode="w", format="mp4") as container:
+    with _local_file(path) as local, av.open(local, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=_rate(fps), options={"crf": str(crf)})
         stream.width, stream.height = width + pad_w, height + pad_h
         stream.pix_fmt = "yuv420p"
@@ -55,7 +75,7 @@ def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None:
     argb[:, 0] = 255
     argb[: len(palette), 1:] = palette
     centiseconds = 100 / float(_rate(fps))
-    with av.open(os.fspath(path), mode="w", format="gif") as container:
+    with _local_file(path) as local, av.open(local, mode="w", format="gif") as container:
         stream = container.add_stream("gif", rate=_rate(fps))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "pal8"

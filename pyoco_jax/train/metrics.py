@@ -1,18 +1,85 @@
 """Training telemetry: TensorBoard scalars and images, metrics.jsonl, a progress bar, a log line every N steps.
 
-Only process 0 writes; other processes get a logger that does nothing.
+Only process 0 writes; other processes get a logger that does nothing. For a remote workdir (gs://) the
+files are written into a local staging directory and mirrored into the workdir through etils.epath: object
+stores cannot append, and tensorboardX reaches gs:// only with extra packages. Local workdirs are written
+directly, so nothing is lost when a run is killed.
 """
 
 import json
+import os
 import pathlib
+import shutil
+import tempfile
 import time
 
 import numpy as np
 from absl import logging
+from etils import epath
+
+
+class WorkdirMirror:
+    """A local directory whose changed files `sync()` copies to the same relative paths under `workdir`.
+
+    `staged` (default: whether `workdir` is a URL such as gs://) writes through a temporary directory;
+    otherwise `local` is the workdir itself and syncing does nothing. `resume` names files that runs
+    append to: their copy in the workdir, if any, is brought into the staging directory first.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, resume: tuple[str, ...] = (), staged: bool | None = None):
+        self.remote = epath.Path(workdir)
+        self.staged = "://" in os.fspath(workdir) if staged is None else staged
+        if not self.staged:
+            self.local = pathlib.Path(workdir)
+            self.local.mkdir(parents=True, exist_ok=True)
+            return
+        self.local = pathlib.Path(tempfile.mkdtemp(prefix="pyoco_jax_logs_"))
+        self._synced: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) last copied
+        for name in resume:
+            source = self.remote / name
+            if source.exists():
+                (self.local / name).parent.mkdir(parents=True, exist_ok=True)
+                (self.local / name).write_bytes(source.read_bytes())
+                self._synced[name] = self._signature(self.local / name)
+
+    @staticmethod
+    def _signature(file: pathlib.Path) -> tuple[int, int]:
+        stat = file.stat()
+        return stat.st_size, stat.st_mtime_ns
+
+    def sync(self) -> None:
+        if not self.staged:
+            return
+        for file in sorted(self.local.rglob("*")):
+            if not file.is_file():
+                continue
+            name = file.relative_to(self.local).as_posix()
+            signature = self._signature(file)
+            if self._synced.get(name) == signature:
+                continue
+            target = self.remote / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(file.read_bytes())
+            self._synced[name] = signature
+
+    def close(self) -> None:
+        if self.staged:
+            self.sync()
+            shutil.rmtree(self.local, ignore_errors=True)
 
 
 class MetricLogger:
-    def __init__(self, workdir: str, start_step: int, num_steps: int, enabled: bool):
+    """Writes metrics.jsonl and TensorBoard events under `workdir`, copied there at most every `sync_seconds`."""
+
+    def __init__(
+        self,
+        workdir: str,
+        start_step: int,
+        num_steps: int,
+        enabled: bool,
+        sync_seconds: float = 30.0,
+        staged: bool | None = None,
+    ):
         self.enabled = enabled
         self._writer = None
         self._bar = None
@@ -21,9 +88,20 @@ class MetricLogger:
         from tensorboardX import SummaryWriter
         from tqdm import tqdm
 
-        self._writer = SummaryWriter(logdir=f"{workdir}/tensorboard")
-        self._jsonl = open(pathlib.Path(workdir) / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
+        self._mirror = WorkdirMirror(workdir, resume=("metrics.jsonl",), staged=staged)
+        self._sync_seconds = sync_seconds
+        self._last_sync = -float("inf")
+        # Each run (and resumed run) adds its own event file; the suffix keeps a quick resume from reusing a name.
+        events = self._mirror.local / "tensorboard"
+        self._writer = SummaryWriter(logdir=str(events), filename_suffix=f".from_step_{start_step}")
+        self._jsonl = open(self._mirror.local / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
         self._bar = tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)
+
+    def _flush(self) -> None:
+        self._writer.flush()
+        if time.monotonic() - self._last_sync >= self._sync_seconds:
+            self._mirror.sync()
+            self._last_sync = time.monotonic()
 
     def advance(self, step: int, loss: float | None = None) -> None:
         if self._bar is not None:
@@ -41,7 +119,7 @@ class MetricLogger:
         logging.info("step %d: %s", step, line)
         self._jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in values.items()}}) + "\n")
         self._jsonl.flush()
-        self._writer.flush()
+        self._flush()
 
     def video_grid(self, step: int, tag: str, videos: np.ndarray) -> None:
         """uint8 (N, F, H, W, C) as one image: a row of frames per sample."""
@@ -50,7 +128,7 @@ class MetricLogger:
         n, f, h, w, c = videos.shape
         image = videos.transpose(0, 2, 1, 3, 4).reshape(n * h, f * w, c)
         self._writer.add_image(tag, image, step, dataformats="HWC")
-        self._writer.flush()
+        self._flush()
 
     def close(self) -> None:
         if self._bar is not None:
@@ -58,6 +136,7 @@ class MetricLogger:
         if self._writer is not None:
             self._writer.close()
             self._jsonl.close()
+            self._mirror.close()
 
 
 class Throughput:

@@ -1,12 +1,13 @@
 """Sample videos from a train state: one jitted sampler run, classifier-free guidance, mp4/gif output."""
 
 import functools
-import pathlib
+import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from pyoco_jax.diffusion import classifier_free_guidance
@@ -83,11 +84,11 @@ def sample_videos(
     return to_uint8(videos)
 
 
-def write_videos(videos: np.ndarray, path: str | pathlib.Path, fps: float) -> list[pathlib.Path]:
-    """Writes the samples side by side as `path` (mp4) and the same grid as a GIF next to it."""
+def write_videos(videos: np.ndarray, path: str | os.PathLike, fps: float) -> list[epath.Path]:
+    """Writes the samples side by side as `path` (mp4, local or gs://) and the same grid as a GIF next to it."""
     from pyoco_jax.data.video_io import video_grid, write_gif, write_mp4
 
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = video_grid(videos, cols=min(len(videos), 4))
     write_mp4(path, grid, fps)
