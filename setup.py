@@ -39,7 +39,9 @@ setup(
         "pyoco_jax.cli",
         "pyoco_jax.convert",
         "pyoco_jax.data",
+        "pyoco_jax.data.builders",
         "pyoco_jax.diffusion",
+        "pyoco_jax.evaluate",
         "pyoco_jax.models",
         "pyoco_jax.train",
         "pyoco_jax.configs",
@@ -52,6 +54,9 @@ setup(
         "console_scripts": [
             "pyoco-train=pyoco_jax.cli.train:run",
             "pyoco-sample=pyoco_jax.cli.sample:run",
+            "pyoco-export=pyoco_jax.cli.export:run",
+            "pyoco-prepare=pyoco_jax.cli.prepare:run",
+            "pyoco-convert=pyoco_jax.cli.convert:run",
         ]
     },
 )

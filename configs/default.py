@@ -18,18 +18,35 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- Data: where clips come from and what shape they have. ----
     c.data = ml_collections.ConfigDict()
-    c.data.source = "synthetic"  # synthetic: moving shapes, embedded, no download
-    c.data.path = ""  # Folder / dataset dir for non-synthetic sources.
+    # synthetic: moving shapes, embedded, no download | video_folder: videos + metadata file in data.path |
+    # tfds: a prepared TFDS dataset of encoded videos (data.tfds_*) | ucf101: official UCF-101 split via TFDS.
+    c.data.source = "synthetic"
+    c.data.path = ""  # video_folder: the folder; ucf101: manual dir with UCF-101/ + split files (built on first use).
     c.data.num_frames = 8  # F: frames per clip.
     c.data.resolution = 32  # H = W of a frame in pixels (or latent side for latent sources).
     c.data.channels = 3  # C of the model input (3 for RGB pixels, 4 for SD latents).
     c.data.num_examples = 4096  # Size of the synthetic dataset (indices 0..N-1).
     c.data.num_classes = 0  # Class labels in the data (0: unconditional).
     c.data.fps = 8.0  # Nominal frame rate of a clip (used for fps conditioning).
+    c.data.max_objects = 2  # Synthetic data: most shapes per clip (1..max_objects, all of the class's type).
     c.data.global_batch_size = 8  # Clips per optimizer step, across all hosts.
     c.data.worker_count = 0  # grain worker processes per host (0: in-process).
     c.data.prefetch = 2  # Batches prefetched onto the devices ahead of the step.
     c.data.shuffle = True
+    # Real video (video_folder, tfds, ucf101): decoded with PyAV in the loader's workers, bad files skipped.
+    c.data.metadata = ""  # video_folder: CSV/JSONL (path, caption, label, start, end, split), relative to data.path;
+    # "": data.path/metadata.csv or metadata.jsonl.
+    c.data.split = "train"  # TFDS split, or the rows of the metadata's split column (no column: all rows).
+    c.data.frame_stride = 1  # Take every n-th native frame (clip fps = native fps / n) ...
+    c.data.target_fps = 0.0  # ... or sample frames at this rate (> 0; capped at the native rate); clip fps is a field.
+    c.data.temporal_sampling = "random"  # random | center: where in the video the clip starts.
+    c.data.crop = "center"  # random | center: spatial crop after resizing the short side to data.resolution.
+    c.data.flip = False  # Random horizontal flip.
+    c.data.max_failure_fraction = 0.1  # Stop once more than this fraction of a host's video reads failed.
+    c.data.tfds_name = ""  # tfds: dataset name, e.g. pyoco_video_folder or pyoco_ucf101/split1.
+    c.data.tfds_data_dir = ""  # tfds / ucf101: TFDS data dir ("": TFDS's default, ~/tensorflow_datasets).
+    c.data.sample_posterior = True  # latents: train on posterior samples (mean + std * eps), else the mean.
+    c.data.ucf101_split = 1  # ucf101: official train/test split 1, 2 or 3.
 
     # ---- Noise prior (PYoCo): how noise is correlated across frames. ----
     c.noise = ml_collections.ConfigDict()
@@ -128,11 +145,64 @@ def get_config() -> ml_collections.ConfigDict:
     c.sample.s_tmax = 1e9
     c.sample.s_noise = 1.0
     c.sample.fps = 8  # Frame rate of written videos.
+    c.sample.prompts = ("",)  # Text-to-video: prompts of the periodic samples (cycled; "" is unconditional).
 
-    # ---- Device mesh. ----
+    # ---- VAE (latent runs) and VideoVAE fine-tuning (pyoco_jax/train/video_vae.py, configs/video_vae.py). ----
+    c.vae = ml_collections.ConfigDict()
+    c.vae.path = ""  # diffusers AutoencoderKL folder (config.json + safetensors), e.g. <stable-diffusion>/vae.
+    c.vae.dtype = "float32"  # Compute dtype of the VAE (params stay float32; norms run in float32).
+    c.vae.video_decoder = ""  # VideoVAE folder (<workdir>/video_vae of a fine-tune) to decode samples ("": per frame).
+    c.vae.allow_pickle = False  # Accept a pickle .bin checkpoint (it can run code: only for trusted files).
+    # VideoVAE: temporal layers after the decoder's mid block and every up-block ResNet, zero-init (identity).
+    c.vae.temporal_conv = True  # Kernel-3 convolution over frames.
+    c.vae.temporal_attention = True  # Self-attention over the frames at every pixel.
+    c.vae.temporal_num_heads = 4  # Heads of that attention; must divide every decoder width.
+    c.vae.temporal_position_encoding = "sinusoidal"  # none | sinusoidal | relative (frame positions)
+    # Fine-tuning on video; the encoder is frozen.
+    c.vae.trainable = "temporal"  # temporal: only the temporal layers | decoder: the whole VideoVAE.
+    c.vae.loss = "l1"  # l1 | l2: norm of the reconstruction error and of the temporal term.
+    c.vae.temporal_weight = 1.0  # Weight of |(x^_{f+1} - x^_f) - (x_{f+1} - x_f)| next to the reconstruction.
+    c.vae.sample_posterior = True  # Decode samples of the encoder's posterior (else its mean).
+    c.vae.learning_rate = 1e-4  # AdamW, after linear warmup; constant.
+    c.vae.warmup_steps = 100
+    c.vae.weight_decay = 0.0  # On kernels only.
+    c.vae.num_steps = 2000
+    c.vae.log_every = 50  # Log line + TensorBoard scalars + metrics.jsonl.
+
+    # ---- Text conditioning (latent text-to-video): the CLIP text encoder behind model.cross_attention_dim. ----
+    c.text = ml_collections.ConfigDict()
+    c.text.path = ""  # transformers CLIPTextModel folder, or a Stable Diffusion pipeline folder ("": no text).
+    c.text.skip_last_layers = 0  # CLIP skip: take the output this many layers before the last (0: SD 1.x).
+
+    # ---- Device mesh (pyoco_jax/parallel.py). ----
+    # Axis sizes within a slice (ICI); one may be -1 (all remaining devices). Total axis size = ICI x DCN.
     c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1  # Data-parallel axis (-1: all remaining devices).
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
-    c.mesh.sequence = 1
+    c.mesh.data = -1  # Data parallelism: batch rows.
+    c.mesh.fsdp = 1  # Batch rows too, and params / optimizer state / EMA sharded (ZeRO-3 style).
+    c.mesh.tensor = 1  # Tensor parallelism: attention heads, MLP and conv channels.
+    c.mesh.sequence = 1  # Frames of the batch (and per-frame params); must divide data.num_frames.
+    # Sizes across slices (multi-slice TPU) or processes (DCN); their product is the slice/process count.
+    c.mesh.dcn_data = 1
+    c.mesh.dcn_fsdp = 1
+    c.mesh.dcn_tensor = 1
+    c.mesh.dcn_sequence = 1
+    # Logical axis (pyoco_jax/models/axes.py) -> mesh axis, tuple of axes, or None (replicate). A name may
+    # repeat: a param's dims are placed largest first, each on the first rule whose axes are still free in
+    # that param and divide the dim (else the next rule, else replicated). Names without a rule replicate.
+    c.mesh.rules = (
+        ("embed", "fsdp"),
+        ("heads", "tensor"),
+        ("mlp", "tensor"),
+        ("mlp", "fsdp"),
+        ("context", "fsdp"),
+        ("temb", "fsdp"),
+        ("conv_in", "fsdp"),
+        ("conv_out", "tensor"),
+        ("conv_out", "fsdp"),
+        ("frames", "sequence"),
+        ("classes", None),
+        ("norm", None),
+        ("conv_window", None),
+        ("relpos", None),
+    )
     return c

@@ -7,6 +7,8 @@ console scripts parse them. Every config is checked against
 combinations raise `ConfigError` naming the key to change.
 """
 
+import ast
+import os
 from collections.abc import Sequence
 
 import ml_collections
@@ -22,7 +24,10 @@ class ConfigError(ValueError):
 
 
 CHOICES = {
-    "data.source": ("synthetic",),
+    "data.source": ("synthetic", "video_folder", "tfds", "ucf101", "latents"),
+    "data.crop": ("random", "center"),
+    "data.temporal_sampling": ("random", "center"),
+    "data.ucf101_split": (1, 2, 3),
     "noise.prior": PRIORS,
     "diffusion.formulation": ("edm", "ddpm"),
     "diffusion.ddpm.schedule": ("linear", "scaled_linear", "cosine"),
@@ -35,6 +40,10 @@ CHOICES = {
     "model.temporal.arrangement": ("sequential", "parallel"),
     "optim.schedule": ("cosine", "constant"),
     "sample.sampler": ("heun", "euler", "ddim", "dpmpp_2m"),
+    "vae.dtype": ("float32", "bfloat16", "float16"),
+    "vae.temporal_position_encoding": ("none", "sinusoidal", "relative"),
+    "vae.trainable": ("temporal", "decoder"),
+    "vae.loss": ("l1", "l2"),
 }
 
 
@@ -52,7 +61,54 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
         flag_values(argv)
     except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as err:
         raise ConfigError(f"cannot load config {path} with overrides {list(overrides)}: {err}") from err
-    return validate(flag_values.config)
+    config = validate(flag_values.config)
+    check_data_files(config.data)
+    return config
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """`config` (e.g. restored from a checkpoint) with `key=value` overrides applied, validated.
+
+    Values are Python literals where they parse as one (numbers, tuples, booleans), else strings.
+    """
+    config = config.copy_and_resolve_references()
+    for item in overrides:
+        key, sep, text = item.removeprefix("--").removeprefix("config.").partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not key=value")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        *sections, leaf = key.split(".")
+        target = config
+        for name in sections:
+            if name not in target or not isinstance(target[name], ml_collections.ConfigDict):
+                raise ConfigError(f"unknown config section {name!r} in override {item!r}")
+            target = target[name]
+        if leaf not in target:
+            raise ConfigError(f"unknown config key {key!r} in override {item!r}")
+        target[leaf] = value
+    return validate(config)
+
+
+def with_defaults(saved: dict) -> ml_collections.ConfigDict:
+    """A config saved by an earlier version (e.g. in a checkpoint), completed with today's defaults.
+
+    Keys added since keep their default values, so old runs still sample, resume and export.
+    """
+
+    def merge(base: ml_collections.ConfigDict, values: dict) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(base.get(key), ml_collections.ConfigDict):
+                merge(base[key], value)
+            else:
+                base[key] = value
+
+    config = default.get_config()
+    with config.unlocked():
+        merge(config, saved)
+    return config
 
 
 def _check_schema(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict, prefix: str) -> None:
@@ -101,6 +157,62 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"config key {key!r}: {message}")
 
 
+def _check_mesh(config: ml_collections.ConfigDict) -> None:
+    """Axis sizes and rules that are wrong whatever the devices (the device count is checked with the mesh)."""
+    from pyoco_jax.parallel import DCN_PREFIX, MESH_AXES, logical_rules  # parallel imports this module
+
+    mesh = config.mesh
+    for prefix in ("", DCN_PREFIX):
+        sizes = {prefix + name: mesh[prefix + name] for name in MESH_AXES}
+        for key, size in sizes.items():
+            ok = isinstance(size, int) and (size >= 1 or size == -1)
+            _require(ok, f"mesh.{key}", f"must be >= 1 or -1 (all remaining devices), got {size}")
+        free = [key for key, size in sizes.items() if size == -1]
+        _require(len(free) <= 1, f"mesh.{free[-1] if free else ''}", f"only one of {free} may be -1")
+    sequence = mesh.sequence * mesh[DCN_PREFIX + "sequence"]
+    _require(sequence >= 1, "mesh.sequence", "cannot be -1: it must divide data.num_frames, so set it explicitly")
+    _require(
+        config.data.num_frames % sequence == 0,
+        "data.num_frames",
+        f"{config.data.num_frames} frames cannot be split over mesh.sequence x mesh.dcn_sequence = {sequence} devices",
+    )
+    logical_rules(mesh)
+
+
+def _validate_video_data(data: ml_collections.ConfigDict) -> None:
+    """Real-video options, and the files a video folder needs, checked before anything is built."""
+    _require(data.frame_stride >= 1, "data.frame_stride", f"must be >= 1 (1: every frame), got {data.frame_stride}")
+    _require(data.target_fps >= 0, "data.target_fps", f"must be >= 0 (0: use data.frame_stride), got {data.target_fps}")
+    _require(
+        0.0 <= data.max_failure_fraction <= 1.0,
+        "data.max_failure_fraction",
+        f"must be in [0, 1] (1: never stop for bad files), got {data.max_failure_fraction}",
+    )
+    if data.source in ("video_folder", "tfds", "ucf101"):
+        _require(data.channels == 3, "data.channels", f"data.source={data.source!r} gives RGB video: use 3")
+    if data.source == "tfds":
+        _require(bool(data.tfds_name), "data.tfds_name", "name the TFDS dataset for data.source='tfds'")
+    if data.source == "video_folder":
+        _require(bool(data.path), "data.path", "set it to the video folder for data.source='video_folder'")
+
+
+def check_data_files(data: ml_collections.ConfigDict) -> None:
+    """The files a video-folder run reads exist (checked where data is read: not when sampling or exporting)."""
+    if data.source != "video_folder":
+        return
+    _require(os.path.isdir(data.path), "data.path", f"the video folder {data.path} does not exist")
+    if data.metadata:
+        metadata = data.metadata if os.path.isabs(data.metadata) else os.path.join(data.path, data.metadata)
+        _require(os.path.isfile(metadata), "data.metadata", f"the metadata file {metadata} does not exist")
+    else:
+        names = ("metadata.csv", "metadata.jsonl")
+        _require(
+            any(os.path.isfile(os.path.join(data.path, name)) for name in names),
+            "data.metadata",
+            f"no {' or '.join(names)} in {data.path}; add one or set data.metadata to the file",
+        )
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks keys, types and cross-field constraints; returns the config."""
     _check_schema(config, default.get_config(), "")
@@ -110,11 +222,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     data, model, optim, temporal = config.data, config.model, config.optim, config.model.temporal
     _require(config.noise.alpha >= 0, "noise.alpha", f"must be >= 0 (0 is iid noise), got {config.noise.alpha}")
     _require(data.num_frames >= 1, "data.num_frames", "must be >= 1")
-    _require(
-        config.mesh.sequence >= 1 and data.num_frames % config.mesh.sequence == 0,
-        "data.num_frames",
-        f"{data.num_frames} frames cannot be split over mesh.sequence={config.mesh.sequence} devices",
-    )
+    _require(data.max_objects >= 1, "data.max_objects", f"must be >= 1, got {data.max_objects}")
+    _validate_video_data(data)
+    _check_mesh(config)
     levels = len(model.block_out_channels)
     factor = 2 ** (levels - 1)
     _require(

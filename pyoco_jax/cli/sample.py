@@ -1,11 +1,12 @@
-"""`pyoco-sample --workdir DIR [--step N] [--num 4] [--steps 50] [--guidance 3] [--label K] --out FILE.mp4`.
+"""`pyoco-sample --workdir DIR [--step N] [--num 4] [--steps 50] [--guidance 3] [--label K | --prompt P] --out F.mp4`.
 
-Samples from any checkpoint of a run, with the config saved in that checkpoint.
+Samples from any checkpoint of a run, with the config saved in that checkpoint (read on one device,
+whatever mesh trained it). Text-to-video models take `--prompt` (classifier-free guidance against the
+empty prompt) and decode their latents through the VideoVAE (`vae.video_decoder`) or the image VAE.
 """
 
 import sys
 
-import jax
 import numpy as np
 from absl import app, flags, logging
 
@@ -19,6 +20,8 @@ _GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale
 _LABEL = flags.DEFINE_integer("label", None, "Class label for every video (default: cycle through classes).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _EMA = flags.DEFINE_bool("ema", True, "Sample with the EMA params (else the raw trained params).")
+_PROMPT = flags.DEFINE_multi_string("prompt", [], "Text prompt (text-to-video models); repeat for one video each.")
+_OVERRIDES = flags.DEFINE_multi_string("set", [], "Config overrides key=value, e.g. --set vae.path=SD (moved files).")
 _OUT = flags.DEFINE_string("out", None, "Output .mp4, local or gs:// (a .gif of the same grid is written next to it).")
 
 
@@ -28,39 +31,48 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not _WORKDIR.value or not _OUT.value:
         raise app.UsageError("--workdir and --out are required.")
-    from pyoco_jax import parallel
-    from pyoco_jax.config import validate
-    from pyoco_jax.train.build import build_run
-    from pyoco_jax.train.checkpoint import Checkpointer, abstract_like
+    from pyoco_jax.config import apply_overrides
+    from pyoco_jax.diffusion import make_formulation
+    from pyoco_jax.train.latent_io import encode_text, is_latent, make_latent_decoder
     from pyoco_jax.train.sampling import make_sampler, sample_videos, write_videos
+    from pyoco_jax.train.state import split_model
+    from pyoco_jax.train.weights import CheckpointNotFoundError, checkpoint_weights, model_from_weights
 
-    checkpointer = Checkpointer(_WORKDIR.value)
-    step = checkpointer.latest_step() if _STEP.value is None else _STEP.value
-    if step is None or step not in checkpointer.all_steps():
-        sys.exit(f"pyoco-sample: no checkpoint {'' if step is None else step} in {checkpointer.directory}; "
-                 f"available steps: {checkpointer.all_steps()}")
-    config = validate(checkpointer.restore_config(step))
+    try:
+        config, step, weights = checkpoint_weights(_WORKDIR.value, _STEP.value, ema=_EMA.value)
+    except CheckpointNotFoundError as err:
+        sys.exit(f"pyoco-sample: {err}")
+    if _OVERRIDES.value:
+        config = apply_overrides(config, _OVERRIDES.value)
     if _LABEL.value is not None and not 0 <= _LABEL.value < max(config.model.num_classes, 1):
         sys.exit(f"pyoco-sample: --label must be in [0, {config.model.num_classes}) for this model.")
-    parts = build_run(config)
-    mesh = parallel.make_mesh(config.mesh)
-    sharding = jax.tree.map(lambda _: parallel.replicated(mesh), parts.abstract_state)
-    state, _ = checkpointer.restore(step, abstract_like(parts.abstract_state, sharding))
-    checkpointer.close()
-    sampler = make_sampler(parts.graphdef, parts.formulation, config, _STEPS.value or config.sample.num_steps)
-    labels = None if _LABEL.value is None else np.full((_NUM.value,), _LABEL.value, np.int32)
+    prompts = list(_PROMPT.value)
+    if prompts and config.model.cross_attention_dim == 0:
+        sys.exit("pyoco-sample: this model has no text conditioning (model.cross_attention_dim=0); drop --prompt.")
+    num = len(prompts) if len(prompts) > 1 else _NUM.value
+    graphdef, params, frozen = split_model(model_from_weights(config, weights), config.optim.trainable)
+    sampler = make_sampler(
+        graphdef, make_formulation(config.diffusion), config, _STEPS.value or config.sample.num_steps
+    )
+    labels = None if _LABEL.value is None else np.full((num,), _LABEL.value, np.int32)
+    context = null_context = None
+    if prompts:
+        context, null_context = encode_text(config, prompts * num if len(prompts) == 1 else prompts)
     videos = sample_videos(
         sampler,
-        state.ema if _EMA.value else state.params,
-        state.frozen,
+        params,
+        frozen,
         config,
         seed=_SEED.value,
-        num=_NUM.value,
+        num=num,
         labels=labels,
         guidance_scale=_GUIDANCE.value,
+        context=context,
+        null_context=null_context,
+        decode=make_latent_decoder(config) if is_latent(config) else None,
     )
     paths = write_videos(videos, _OUT.value, config.sample.fps)
-    logging.info("Sampled %d videos from step %d: %s", _NUM.value, step, ", ".join(map(str, paths)))
+    logging.info("Sampled %d videos from step %d: %s", num, step, ", ".join(map(str, paths)))
 
 
 def run() -> None:

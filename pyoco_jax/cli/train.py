@@ -1,7 +1,14 @@
-"""`pyoco-train --config configs/X.py --workdir DIR [--config.key=value ...]`."""
+"""`pyoco-train --config configs/X.py --workdir DIR [--config.key=value ...]`.
+
+Multi-host: every host runs the same command; the cluster comes from the environment
+(Cloud TPU, SLURM) or from --coordinator/--num_processes/--process_id.
+AOT plan: `pyoco-train --config X --plan v5p:2x2x1` compiles the step for that topology,
+prints memory, FLOPs and a roofline step time, and exits without training.
+"""
 
 import math
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -12,6 +19,14 @@ from pyoco_jax.config import ConfigError, validate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and samples go; reruns resume from it.")
+_PLAN = flags.DEFINE_string(
+    "plan", None, "Compile for this topology, report memory/FLOPs and exit (no training): cpu:N, v5p:2x2x1, v5e:4x4."
+)
+_COORDINATOR = flags.DEFINE_string("coordinator", None, "Multi-host: host:port of process 0 (with the two below).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index, 0..num_processes-1.")
+
+_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 
 
 def use_every_cpu_core(batch_per_step: int) -> None:
@@ -24,23 +39,53 @@ def use_every_cpu_core(batch_per_step: int) -> None:
     current = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in current:
         count = math.gcd(os.cpu_count() or 1, batch_per_step)
-        os.environ["XLA_FLAGS"] = f"{current} --xla_force_host_platform_device_count={count}".strip()
+        os.environ["XLA_FLAGS"] = f"{current} {_DEVICE_COUNT_FLAG}={count}".strip()
+
+
+def set_cpu_device_count(count: int) -> None:
+    """Exactly `count` host devices (replacing any count in XLA_FLAGS); before JAX initialises its backends."""
+    current = re.sub(rf"{_DEVICE_COUNT_FLAG}=\S+", "", os.environ.get("XLA_FLAGS", ""))
+    os.environ["XLA_FLAGS"] = f"{current} {_DEVICE_COUNT_FLAG}={count}".strip()
+
+
+def plan(config, topology: str) -> None:
+    from pyoco_jax.train.plan import TopologyError, cpu_device_count, format_plan, make_plan
+
+    count = cpu_device_count(topology)
+    if count is not None:
+        set_cpu_device_count(count)
+    try:
+        print(format_plan(make_plan(config, topology), config), flush=True)
+    except (TopologyError, ConfigError) as err:
+        sys.exit(f"pyoco-train --plan: {err}")
 
 
 def main(argv: list[str]) -> None:
     quiet_library_logs()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None or _WORKDIR.value is None:
-        raise app.UsageError("both --config and --workdir are required.")
+    if _CONFIG.value is None or (_WORKDIR.value is None and _PLAN.value is None):
+        raise app.UsageError("--config and --workdir (or --plan) are required.")
     try:
         config = validate(_CONFIG.value)
     except ConfigError as err:
         sys.exit(f"pyoco-train: bad config: {err}")
+    if _PLAN.value is not None:
+        plan(config, _PLAN.value)
+        return
     use_every_cpu_core(config.data.global_batch_size // config.optim.accum_steps)
+    from pyoco_jax import distributed
+
+    try:
+        logging.info("JAX: %s", distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value))
+    except ValueError as err:
+        sys.exit(f"pyoco-train: cannot start multi-host JAX: {err}")
     from pyoco_jax.train.trainer import train
 
-    metrics = train(config, _WORKDIR.value)
+    try:
+        metrics = train(config, _WORKDIR.value)
+    except (ConfigError, distributed.ProcessMismatchError) as err:
+        sys.exit(f"pyoco-train: {err}")
     logging.info("Done: %s", " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
 
 

@@ -20,6 +20,7 @@ from flax import nnx
 
 from pyoco_jax.convert.diffusers import read_safetensors
 from pyoco_jax.convert.merge import ConversionError, merge_params
+from pyoco_jax.convert.pipeline import converted_root, read_component
 from pyoco_jax.models.layers import Precision
 from pyoco_jax.models.text import TextEncoder, TextEncoderConfig
 from pyoco_jax.models.tokenizer import CONTEXT_LENGTH, END_OF_TEXT, START_OF_TEXT, ClipTokenizer
@@ -114,7 +115,10 @@ def load_text_encoder(
         config = TextEncoderConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text()))
     except ValueError as err:
         raise ConversionError(f"{folder / CONFIG_NAME}: {err}") from err
-    params = convert_state_dict(_read_weights(folder, allow_pickle))
+    if converted_root(folder):  # A pyoco-convert output: already our names.
+        params = read_component(folder, "text_encoder")
+    else:
+        params = convert_state_dict(_read_weights(folder, allow_pickle))
     precision = Precision(dtype=dtype, param_dtype=param_dtype)
     build = lambda: TextEncoder(config, precision=precision, attention_backend=attention_backend, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(nnx.eval_shape(build))

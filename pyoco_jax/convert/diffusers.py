@@ -21,6 +21,7 @@ from flax import nnx
 from pyoco_jax.configs import default
 from pyoco_jax.convert.cache import cache_key, cached
 from pyoco_jax.convert.merge import CLASS_TABLE, ConversionError, LoadReport, flat_params, merge_params, path_name
+from pyoco_jax.convert.pipeline import converted_root, read_component
 from pyoco_jax.models.unet import VideoUNet
 
 CONFIG_NAME = "config.json"
@@ -257,10 +258,15 @@ def _read_unet_folder(path: str | Path) -> tuple[Path, dict, list[Path]]:
     kind = json_dict.get("_class_name", "UNet2DConditionModel")
     if kind != "UNet2DConditionModel":
         raise ConversionError(f"{folder} holds a {kind}, not a UNet2DConditionModel")
-    return folder, json_dict, _weight_files(folder)
+    return folder, json_dict, [] if converted_root(folder) else _weight_files(folder)
 
 
-def _converted(files: list[Path], json_dict: dict, cache_dir: str | Path | None) -> tuple[dict[str, np.ndarray], bool]:
+def _converted(
+    folder: Path, files: list[Path], json_dict: dict, cache_dir: str | Path | None
+) -> tuple[dict[str, np.ndarray], bool]:
+    if converted_root(folder):  # A pyoco-convert output: already our names, no conversion to cache.
+        return read_component(folder, "unet"), True
+
     def convert() -> dict[str, np.ndarray]:
         tensors = {}
         for file in files:
@@ -275,8 +281,8 @@ def load_unet_params(path: str | Path, *, cache_dir: str | Path | None = None) -
 
     For callers that build (and shard) the video model themselves, then `merge_params` these in.
     """
-    _, json_dict, files = _read_unet_folder(path)
-    return json_dict, _converted(files, json_dict, cache_dir)[0]
+    folder, json_dict, files = _read_unet_folder(path)
+    return json_dict, _converted(folder, files, json_dict, cache_dir)[0]
 
 
 def _init_unloaded(build: Callable[[], VideoUNet], state: nnx.State, params: dict[str, np.ndarray]) -> nnx.State:
@@ -318,7 +324,7 @@ def load_unet_with_report(
             )
         num_frames, seed = int(config.data.num_frames), int(config.seed)
 
-    params, hit = _converted(files, json_dict, cache_dir)
+    params, hit = _converted(folder, files, json_dict, cache_dir)
     build = lambda: VideoUNet(model_config, num_frames=num_frames, rngs=nnx.Rngs(seed))
     graphdef, state = nnx.split(nnx.eval_shape(build))
     merged, report = merge_params(_init_unloaded(build, state, params), params)
@@ -341,3 +347,6 @@ def load_unet(
     a large checkpoint converts once.
     """
     return load_unet_with_report(path, config, cache_dir=cache_dir)[0]
+
+
+from pyoco_jax.convert.vae import load_vae as load_vae  # noqa: E402 (re-exported next to load_unet)

@@ -1,4 +1,5 @@
-"""Data: sources (synthetic moving shapes; more to come), the grain loader, video files.
+"""Data: sources (synthetic moving shapes, video folders, TFDS datasets of encoded videos), the grain
+loader, clip decoding and video files.
 
-Kept import-light: grain worker processes import the sources without pulling in JAX.
+Sources are kept free of JAX imports; the loader turns their elements into global jax.Arrays.
 """

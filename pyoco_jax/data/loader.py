@@ -12,6 +12,16 @@ things without any grain iterator state:
   of the same indexed dataset and are interleaved back in order);
 * a checkpoint resumes on a different number of hosts, and the global batch
   (its rows, in order) does not depend on the host count.
+
+Sources with a `read(index, epoch)` method get the epoch too, so random clips
+and crops change every epoch yet stay a function of the stream position.
+
+Every numeric field of an element reaches the devices (so the batch has the
+structure of `source[0]`); strings such as captions are dropped. The bad-file
+bookkeeping of the video sources (int32 `bad_files`, `source_index`) goes to the
+devices too (summing `bad_files` there counts all hosts) and also feeds this
+host's counters (`bad_files_total`, `reads_total`), which stop the run with an
+error naming files once more than `max_failure_fraction` of its reads failed.
 """
 
 import queue
@@ -28,10 +38,17 @@ from absl import flags
 from jax.sharding import NamedSharding, PartitionSpec, Sharding
 
 from pyoco_jax.data.synthetic import SyntheticVideoSource
+from pyoco_jax.data.video_sources import VIDEO_SOURCES
 
-SOURCES = ("synthetic",)
+SOURCES = ("synthetic", *VIDEO_SOURCES, "latents")
 _STATE_VERSION = 1
 _READ_THREADS = 2  # Threads per process building host batches ahead (grain ReadOptions).
+COUNTED_FIELDS = ("bad_files", "source_index")  # Per-example bookkeeping the loader also reads on the host.
+FAILURE_MIN_READS = 100  # Reads before the failure fraction is judged, so one early bad file is no verdict.
+
+
+class DataFailureError(RuntimeError):
+    """Too many files failed to load; the message names some of them and why."""
 
 
 class RandomAccessSource(Protocol):
@@ -43,7 +60,7 @@ class RandomAccessSource(Protocol):
 
 
 def make_source(data_config: ml_collections.ConfigDict, *, seed: int = 0) -> RandomAccessSource:
-    """Builds the source named by `data.source`; `seed` fixes the synthetic clips (real data ignores it)."""
+    """Builds the source named by `data.source`; `seed` fixes the synthetic clips and the real clips' augmentation."""
     name = data_config.source
     if name == "synthetic":
         if data_config.channels != 3:
@@ -56,8 +73,19 @@ def make_source(data_config: ml_collections.ConfigDict, *, seed: int = 0) -> Ran
             data_config.resolution,
             num_classes=data_config.num_classes,
             fps=data_config.fps,
+            max_objects=data_config.max_objects,
             seed=seed,
         )
+    if name in VIDEO_SOURCES:
+        from pyoco_jax.data.video_sources import make_video_source
+
+        return make_video_source(data_config, seed=seed, process_count=jax.process_count())
+    if name == "latents":
+        from pyoco_jax.data.latents import LatentShardSource
+
+        if not data_config.path:
+            raise ValueError("data.source='latents' needs data.path: the latent cache folder written by pyoco-prepare")
+        return LatentShardSource(data_config.path, sample_posterior=data_config.sample_posterior, seed=seed)
     raise ValueError(f"unknown data.source {name!r}; choose one of {SOURCES}")
 
 
@@ -83,12 +111,26 @@ def host_dataset(
         raise ValueError(f"the data source {source!r} is empty")
     if start < 0:
         raise ValueError(f"stream position must be >= 0, got {start}")
-    stream = grain.MapDataset.source(source)
+    stream = grain.MapDataset.range(len(source))
     if shuffle:
         stream = stream.shuffle(seed=seed % 2**32)
-    stream = stream.repeat()[start:]  # repeat() reshuffles each epoch with seed + epoch.
+    stream = stream.repeat().map_with_index(_ReadAt(source))[start:]  # repeat() reshuffles each epoch (seed + epoch).
     local_batches = stream.batch(global_batch_size // process_count, drop_remainder=True)
     return local_batches[process_index::process_count]
+
+
+class _ReadAt:
+    """Element `index` at stream `position`: epoch-aware sources get the epoch (position // len)."""
+
+    def __init__(self, source: RandomAccessSource):
+        self._source = source
+        self._size = len(source)
+        self._epoch_aware = callable(getattr(source, "read", None))
+
+    def __call__(self, position: int, index: int) -> Mapping[str, np.ndarray]:
+        if self._epoch_aware:
+            return self._source.read(index, epoch=position // self._size)
+        return self._source[index]
 
 
 class Loader(Iterator[dict[str, jax.Array]]):
@@ -96,7 +138,9 @@ class Loader(Iterator[dict[str, jax.Array]]):
 
     `get_state()` after consuming batch n, given to a new loader (or `set_state`),
     makes batch n + 1 the next one. `last_wait_seconds` / `total_wait_seconds`
-    measure how long the caller blocked on data.
+    measure how long the caller blocked on data. `bad_files_total` / `reads_total`
+    count, over the batches handed out so far, this host's skipped bad files and
+    load attempts (examples + bad files); `last_bad_files` is the last batch's share.
     """
 
     def __init__(
@@ -110,6 +154,8 @@ class Loader(Iterator[dict[str, jax.Array]]):
         worker_count: int = 0,
         prefetch: int = 2,
         state: Mapping[str, Any] | None = None,
+        max_failure_fraction: float = 1.0,
+        failure_min_reads: int = FAILURE_MIN_READS,
     ):
         if worker_count < 0 or prefetch < 0:
             raise ValueError(f"data.worker_count ({worker_count}) and data.prefetch ({prefetch}) must be >= 0")
@@ -132,6 +178,12 @@ class Loader(Iterator[dict[str, jax.Array]]):
         self._error: BaseException | None = None
         self.last_wait_seconds = 0.0
         self.total_wait_seconds = 0.0
+        self._max_failure_fraction = max_failure_fraction
+        self._failure_min_reads = failure_min_reads
+        self.bad_files_total = 0
+        self.reads_total = 0
+        self.last_bad_files = 0
+        self._failed_indices: dict[int, None] = {}  # Insertion-ordered set of some failed source indices.
         if state is not None:
             self._position = self._checked_position(state)
         self._start()
@@ -143,17 +195,45 @@ class Loader(Iterator[dict[str, jax.Array]]):
             raise RuntimeError("the data loader is closed")
         begin = time.perf_counter()
         if self._queue is None:
-            batch = self._to_global(next(self._iterator))
+            batch, counted = self._to_global(next(self._iterator))
         else:
             item = self._queue.get()
             if isinstance(item, BaseException):
                 self._error = item
                 raise RuntimeError("loading a data batch failed") from item
-            batch = item
+            batch, counted = item
         self.last_wait_seconds = time.perf_counter() - begin
         self.total_wait_seconds += self.last_wait_seconds
         self._position += self._global_batch_size
+        self._count_failures(counted)
         return batch
+
+    def _count_failures(self, counted: Mapping[str, np.ndarray]) -> None:
+        """Adds this batch's bad files to the counters; too many in total stops the run."""
+        rows = self._global_batch_size // self._process_count
+        bad = counted.get("bad_files")
+        self.last_bad_files = 0 if bad is None else int(bad.sum())
+        self.bad_files_total += self.last_bad_files
+        self.reads_total += rows + self.last_bad_files
+        if self.last_bad_files and "source_index" in counted and len(self._failed_indices) < 8:
+            size = len(self._source)
+            for read, skipped in zip(counted["source_index"].tolist(), bad.tolist(), strict=True):
+                self._failed_indices.update(dict.fromkeys((read - k) % size for k in range(skipped, 0, -1)))
+        if self.reads_total < self._failure_min_reads:
+            return
+        if self.bad_files_total > self._max_failure_fraction * self.reads_total:
+            self._error = DataFailureError(self._failure_message())
+            raise self._error
+
+    def _failure_message(self) -> str:
+        describe = getattr(self._source, "describe_failure", None)
+        examples = [describe(i) if describe else f"example {i}" for i in list(self._failed_indices)[:5]]
+        return (
+            f"{self.bad_files_total} of {self.reads_total} video reads on this host failed "
+            f"({self.bad_files_total / self.reads_total:.1%}), more than data.max_failure_fraction="
+            f"{self._max_failure_fraction}. Failing files include: {'; '.join(examples)}. Fix or remove them from "
+            "the dataset, or raise data.max_failure_fraction"
+        )
 
     def get_state(self) -> dict[str, Any]:
         """JSON-serialisable position of the next batch (for the checkpoint)."""
@@ -214,15 +294,20 @@ class Loader(Iterator[dict[str, jax.Array]]):
             self._field_shardings[ndim] = sharding
         return self._field_shardings[ndim]
 
-    def _to_global(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-        arrays = {}
+    def _to_global(self, host_batch: Mapping[str, np.ndarray]) -> tuple[dict[str, jax.Array], dict[str, np.ndarray]]:
+        """(device batch of the numeric fields, host copies of the counted ones); strings are dropped."""
+        arrays, counted = {}, {}
         for name, local in host_batch.items():
+            if np.asarray(local).dtype.kind not in "biuf":
+                continue
+            if name in COUNTED_FIELDS:
+                counted[name] = np.array(local)
             # grain workers hand over shared-memory arrays; copy them into plain ones so the segment is released
             # now, not whenever JAX drops its zero-copy view of it.
             local = local if type(local) is np.ndarray else np.array(local)
             global_shape = (self._global_batch_size, *local.shape[1:])
             arrays[name] = jax.make_array_from_process_local_data(self._field_sharding(local.ndim), local, global_shape)
-        return arrays
+        return arrays, counted
 
     def _start(self) -> None:
         batches = host_dataset(
@@ -300,4 +385,5 @@ def make_loader(
         worker_count=data_config.worker_count,
         prefetch=data_config.prefetch,
         state=state,
+        max_failure_fraction=data_config.max_failure_fraction,
     )

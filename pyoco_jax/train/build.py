@@ -4,16 +4,22 @@ Shared by training, sampling and export so they agree on the state they read.
 """
 
 import dataclasses
+from collections.abc import Callable, Mapping
 
 import jax
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 
+from pyoco_jax import parallel
+from pyoco_jax.config import ConfigError
 from pyoco_jax.diffusion import make_formulation
 from pyoco_jax.models.unet import VideoUNet
 from pyoco_jax.train.optimizer import make_optimizer
 from pyoco_jax.train.state import TrainState, create_train_state, split_model
+from pyoco_jax.train.step import make_train_step
 
 
 def build_model(config: ml_collections.ConfigDict, seed: int) -> VideoUNet:
@@ -41,3 +47,60 @@ def build_run(config: ml_collections.ConfigDict) -> RunParts:
     parts = RunParts(graphdef, make_formulation(config.diffusion), optimizer, None)
     abstract_state = jax.eval_shape(lambda: parts.init_state(config))
     return dataclasses.replace(parts, abstract_state=abstract_state)
+
+
+def check_batch(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+    """The micro-batch must split evenly over the mesh's data-parallel devices."""
+    data_parallel = parallel.data_parallel_size(mesh)
+    micro_batch = config.data.global_batch_size // config.optim.accum_steps
+    if micro_batch % data_parallel:
+        raise ConfigError(
+            f"data.global_batch_size / optim.accum_steps = {micro_batch} clips per micro-batch cannot be split "
+            f"over {data_parallel} data-parallel devices (mesh data x fsdp); make it a multiple of {data_parallel}."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardedStep:
+    """The jitted train step with the shardings it was built for (state in and out, batch in)."""
+
+    fn: Callable
+    state_sharding: TrainState
+    batch_sharding: dict
+
+    def abstract_inputs(self, abstract_state: TrainState, example: Mapping, batch_size: int) -> tuple:
+        """(state, batch) ShapeDtypeStructs carrying the shardings: what `fn.lower` takes for AOT."""
+        state = jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, self.state_sharding
+        )
+        batch = {
+            name: jax.ShapeDtypeStruct((batch_size, *np.shape(x)), np.asarray(x).dtype, sharding=sharding)
+            for (name, x), sharding in zip(example.items(), self.batch_sharding.values(), strict=True)
+        }
+        return state, batch
+
+
+def sharded_step(
+    parts: RunParts,
+    config: ml_collections.ConfigDict,
+    mesh: Mesh,
+    example: Mapping,
+    compiler_options: dict | None = None,
+    null_context: np.ndarray | None = None,
+) -> ShardedStep:
+    """The training step jitted on `mesh`: state laid out by `config.mesh.rules`, donated; batches as
+    stacked from `example` (one example of the data source), rows over the data axes.
+
+    `compiler_options` go to XLA as they are (e.g. a lower backend optimisation level for quick compiles).
+    """
+    check_batch(config, mesh)
+    state_sharding = parallel.state_shardings(parts.abstract_state, mesh, parallel.logical_rules(config.mesh))
+    batch_sharding = parallel.batch_shardings(mesh, example)
+    fn = jax.jit(
+        make_train_step(parts.graphdef, parts.formulation, parts.optimizer, config, mesh, null_context),
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, parallel.replicated(mesh)),
+        donate_argnums=0,
+        compiler_options=compiler_options,
+    )
+    return ShardedStep(fn, state_sharding, batch_sharding)

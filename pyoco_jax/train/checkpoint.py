@@ -11,6 +11,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
+from pyoco_jax.config import with_defaults
 from pyoco_jax.train.state import TrainState
 
 ITEMS = ("state", "data", "config")
@@ -57,9 +58,15 @@ class Checkpointer:
         restored = self._manager.restore(step, args=args)
         return restored["state"], restored["data"]
 
+    def restore_subset(self, step: int, abstract_subset: dict) -> dict:
+        """Only the named fields of the saved state (e.g. params and frozen, not the optimizer state)."""
+        restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_subset)
+        item = ocp.args.PyTreeRestore(item=abstract_subset, restore_args=restore_args, partial_restore=True)
+        return self._manager.restore(step, args=ocp.args.Composite(state=item))["state"]
+
     def restore_config(self, step: int) -> ml_collections.ConfigDict:
         restored = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-        return ml_collections.ConfigDict(restored["config"])
+        return with_defaults(restored["config"])
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

@@ -2,6 +2,7 @@
 
 import functools
 import os
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -21,23 +22,27 @@ def default_labels(config: ml_collections.ConfigDict, num: int) -> np.ndarray | 
 
 
 def make_sampler(graphdef: nnx.GraphDef, formulation, config: ml_collections.ConfigDict, num_steps: int):
-    """`sample(params, frozen, key, labels) -> float videos in [-1, 1]`, jitted as one program."""
+    """`sample(params, frozen, key, labels, fps, context, null_context) -> float videos`, jitted as one program.
+
+    The unconditional half of classifier-free guidance gets the null label and `null_context` (the
+    empty prompt's embedding) in place of the condition.
+    """
     sample_config = config.sample
     prior = config.noise.prior if config.noise.in_sampling else "iid"
     data = config.data
     null_label = config.model.num_classes
 
     @functools.partial(jax.jit, static_argnames=("num", "guidance_scale"))
-    def sample(params, frozen, key, labels, fps, *, num: int, guidance_scale: float):
+    def sample(params, frozen, key, labels, fps, context=None, null_context=None, *, num: int, guidance_scale: float):
         model = nnx.merge(graphdef, params, frozen)
         shape = (num, data.num_frames, data.resolution, data.resolution, data.channels)
 
         def conditional(x, t):
-            return model(x, t, labels=labels, fps=fps)
+            return model(x, t, context=context, labels=labels, fps=fps)
 
         def unconditional(x, t):
             null = None if labels is None else jnp.full_like(labels, null_label)
-            return model(x, t, labels=null, fps=fps)
+            return model(x, t, context=null_context, labels=null, fps=fps)
 
         model_fn = classifier_free_guidance(conditional, unconditional, guidance_scale)
         return formulation.sample(
@@ -72,16 +77,38 @@ def sample_videos(
     num: int,
     labels: np.ndarray | None = None,
     guidance_scale: float | None = None,
+    context: np.ndarray | None = None,
+    null_context: np.ndarray | None = None,
+    decode: Callable[[jax.Array], jax.Array] | None = None,
 ) -> np.ndarray:
-    """uint8 (num, F, H, W, C) videos from fixed seeds."""
+    """uint8 (num, F, H, W, C) videos from fixed seeds.
+
+    `context`/`null_context`: text embeddings (num, T, D) and the empty prompt's (T, D); `decode`
+    maps sampled latents to pixels in [-1, 1] (the VideoVAE) for latent models.
+    """
     labels = default_labels(config, num) if labels is None else labels
     fps = jnp.full((num,), config.data.fps, jnp.float32) if config.model.fps_conditioning else None
     guidance = config.sample.guidance_scale if guidance_scale is None else guidance_scale
-    if labels is None:
+    conditioned = labels is not None or context is not None
+    if not conditioned or (context is not None and null_context is None):
         guidance = 1.0
     labels = None if labels is None else jnp.asarray(labels, jnp.int32)
-    videos = sampler(params, frozen, jax.random.PRNGKey(seed), labels, fps, num=num, guidance_scale=float(guidance))
-    return to_uint8(videos)
+    if context is not None:
+        context = jnp.asarray(context, jnp.float32)
+        if null_context is not None:
+            null_context = jnp.broadcast_to(jnp.asarray(null_context, jnp.float32), context.shape)
+    videos = sampler(
+        params,
+        frozen,
+        jax.random.PRNGKey(seed),
+        labels,
+        fps,
+        context,
+        null_context,
+        num=num,
+        guidance_scale=float(guidance),
+    )
+    return to_uint8(videos if decode is None else decode(videos))
 
 
 def write_videos(videos: np.ndarray, path: str | os.PathLike, fps: float) -> list[epath.Path]:

@@ -11,9 +11,12 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding
 
+from pyoco_jax import parallel
 from pyoco_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -32,12 +35,17 @@ def example_keys(rng: jax.Array, step: jax.Array, batch_size: int) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(step_key, i))(jnp.arange(batch_size))
 
 
-def drop_labels(labels: jax.Array, keys: jax.Array, rate: float, null_label: int) -> jax.Array:
-    """Replaces each label by the null label with probability `rate` (classifier-free guidance)."""
+def drop_condition(values: jax.Array, keys: jax.Array, rate: float, null) -> jax.Array:
+    """Replaces each example's condition (label, or text context) by `null` with probability `rate`.
+
+    The draw depends only on the example's key, so a label and a text context of one example are
+    dropped together, as classifier-free guidance's unconditional model expects.
+    """
     if rate <= 0:
-        return labels
+        return values
     draws = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 0)))(keys)
-    return jnp.where(draws < rate, null_label, labels)
+    dropped = (draws < rate).reshape(-1, *([1] * (values.ndim - 1)))
+    return jnp.where(dropped, jnp.asarray(null, values.dtype), values)
 
 
 def _interleave(x: jax.Array, k: int) -> jax.Array:
@@ -52,9 +60,17 @@ def ema_decay(step: jax.Array, decay: float) -> jax.Array:
 
 
 def make_loss_and_grads(
-    graphdef: nnx.GraphDef, formulation, config: ml_collections.ConfigDict
+    graphdef: nnx.GraphDef,
+    formulation,
+    config: ml_collections.ConfigDict,
+    mesh: Mesh | None = None,
+    null_context: np.ndarray | None = None,
 ) -> Callable[[nnx.State, nnx.State, Batch, jax.Array], tuple[jax.Array, nnx.State]]:
-    """`(params, frozen, batch, keys) -> (loss, grads)`, averaged over `optim.accum_steps` micro-batches."""
+    """`(params, frozen, batch, keys) -> (loss, grads)`, averaged over `optim.accum_steps` micro-batches.
+
+    With a `mesh`, the model's input and output video are constrained to the batch layout (rows over
+    the data-parallel axes, frames over `sequence`), so the noised video is built where its rows live.
+    """
     optim, model_config = config.optim, config.model
     accum = int(optim.accum_steps)
     null_label = int(model_config.num_classes)
@@ -62,16 +78,22 @@ def make_loss_and_grads(
     use_fps = bool(model_config.fps_conditioning)
     prior = config.noise.prior
     alpha = float(config.noise.alpha)
+    video_layout = None if mesh is None else NamedSharding(mesh, parallel.batch_spec(mesh, 5))
+
+    def constrain(video: jax.Array) -> jax.Array:
+        return video if video_layout is None else jax.lax.with_sharding_constraint(video, video_layout)
 
     def micro_loss(params: nnx.State, frozen: nnx.State, micro: Batch, keys: jax.Array):
         model = nnx.merge(graphdef, params, frozen)
         x0 = video_to_model_range(micro["video"])
-        labels = drop_labels(micro["label"], keys, optim.label_drop_rate, null_label) if use_labels else None
+        labels = drop_condition(micro["label"], keys, optim.label_drop_rate, null_label) if use_labels else None
         context = micro.get("context")
+        if context is not None and null_context is not None:
+            context = drop_condition(context, keys, optim.label_drop_rate, null_context)
         fps = micro["fps"] if use_fps else None
 
         def model_fn(x, t):
-            return model(x, t, context=context, labels=labels, fps=fps)
+            return constrain(model(constrain(x), t, context=context, labels=labels, fps=fps))
 
         diffusion_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
         loss, _ = formulation.loss(model_fn, x0, diffusion_keys, prior=prior, alpha=alpha)
@@ -100,15 +122,22 @@ def make_train_step(
     formulation,
     optimizer: optax.GradientTransformation,
     config: ml_collections.ConfigDict,
+    mesh: Mesh | None = None,
+    null_context: np.ndarray | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
-    """Builds `step(state, batch) -> (state, metrics)`; jit it with shardings and donation."""
+    """Builds `step(state, batch) -> (state, metrics)`; jit it with shardings and donation.
+
+    Precision: the layers compute in `model.dtype` (norms and softmax in float32); params, gradients
+    and optimizer state have `model.param_dtype` (float32 by default); the loss, the gradient norm
+    and the EMA are float32 either way.
+    """
     optim = config.optim
-    loss_and_grads = make_loss_and_grads(graphdef, formulation, config)
+    loss_and_grads = make_loss_and_grads(graphdef, formulation, config, mesh, null_context)
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         keys = example_keys(state.rng, state.step, batch["video"].shape[0])
         loss, grads = loss_and_grads(state.params, state.frozen, batch, keys)
-        grad_norm = optax.tree.norm(grads)
+        grad_norm = optax.tree.norm(jax.tree.map(lambda g: g.astype(jnp.float32), grads))
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

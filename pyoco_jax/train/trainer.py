@@ -12,14 +12,14 @@ import jax
 import ml_collections
 from absl import logging
 
-from pyoco_jax import parallel
+from pyoco_jax import distributed, parallel
 from pyoco_jax.data.loader import make_loader, make_source
-from pyoco_jax.train.build import build_run
+from pyoco_jax.train.build import build_run, sharded_step
 from pyoco_jax.train.checkpoint import Checkpointer, abstract_like
+from pyoco_jax.train.latent_io import sample_conditioning
 from pyoco_jax.train.metrics import MetricLogger, Throughput
 from pyoco_jax.train.optimizer import learning_rate_schedule
 from pyoco_jax.train.sampling import make_sampler, sample_videos, write_videos
-from pyoco_jax.train.step import make_train_step
 
 
 class NonFiniteLossError(RuntimeError):
@@ -41,26 +41,23 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def _check_batch(config: ml_collections.ConfigDict, mesh) -> None:
-    data_parallel = parallel.data_parallel_size(mesh)
-    micro_batch = config.data.global_batch_size // config.optim.accum_steps
-    if micro_batch % data_parallel:
-        raise ValueError(
-            f"data.global_batch_size / optim.accum_steps = {micro_batch} clips per micro-batch cannot be split "
-            f"over {data_parallel} data-parallel devices; make it a multiple of {data_parallel}."
-        )
-
-
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains `config` in `workdir`; returns the last logged metrics."""
+    """Trains `config` in `workdir`; returns the last logged metrics.
+
+    Every process of a multi-host run calls this with the same config (checked first); only
+    process 0 writes logs, TensorBoard and samples, all take part in checkpoints.
+    """
+    distributed.check_processes_agree(config)
     num_steps = int(config.train.num_steps)
     is_main = jax.process_index() == 0
     mesh = parallel.make_mesh(config.mesh)
-    _check_batch(config, mesh)
     parts = build_run(config)
     schedule = learning_rate_schedule(config.optim, num_steps)
-    state_sharding = jax.tree.map(lambda _: parallel.replicated(mesh), parts.abstract_state)
-    batch_sharding = parallel.batch_sharding(mesh)
+    source = make_source(config.data, seed=config.seed)
+    null_context = source.null_context() if hasattr(source, "null_context") else None  # Text: the empty prompt.
+    train_step = sharded_step(parts, config, mesh, source[0], null_context=null_context)
+    state_sharding = train_step.state_sharding
+    logging.info("Mesh %s over %d process(es)", dict(mesh.shape), jax.process_count())
 
     checkpointer = Checkpointer(workdir, config.train)
     start_step = checkpointer.latest_step()
@@ -76,16 +73,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     else:
         state, data_state = checkpointer.restore(start_step, abstract_like(parts.abstract_state, state_sharding))
         logging.info("Resumed from the checkpoint at step %d in %s", start_step, workdir)
-    source = make_source(config.data, seed=config.seed)
-    loader = make_loader(config.data, source, batch_sharding, seed=config.seed, state=data_state)
+    loader = make_loader(config.data, source, parallel.batch_sharding(mesh), seed=config.seed, state=data_state)
+    sharded_sampler = make_sampler(parts.graphdef, parts.formulation, config, config.sample.num_steps)
+    gather = jax.jit(lambda x: x, out_shardings=parallel.replicated(mesh))
 
-    step_fn = jax.jit(
-        make_train_step(parts.graphdef, parts.formulation, parts.optimizer, config),
-        in_shardings=(state_sharding, batch_sharding),
-        out_shardings=(state_sharding, parallel.replicated(mesh)),
-        donate_argnums=0,
-    )
-    sampler = make_sampler(parts.graphdef, parts.formulation, config, config.sample.num_steps)
+    def sampler(*args, **kwargs):  # Videos replicated, so every process can read them whole.
+        return gather(sharded_sampler(*args, **kwargs))
+
     logger = MetricLogger(workdir, start_step, num_steps, enabled=is_main)
     throughput = Throughput(config.data.global_batch_size * config.data.num_frames)
     preemption = _Preemption()
@@ -100,9 +94,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             checkpointer.save(at_step, state, loader.get_state(), config)
             saved_step = at_step
 
+    conditioning = sample_conditioning(config, null_context)
+
     def sample(at_step: int) -> None:
         num = config.sample.num_samples
-        videos = sample_videos(sampler, state.ema, state.frozen, config, seed=config.seed, num=num)
+        videos = sample_videos(sampler, state.ema, state.frozen, config, seed=config.seed, num=num, **conditioning)
         if is_main:
             paths = write_videos(videos, f"{workdir}/samples/step_{at_step:07d}.mp4", config.sample.fps)
             logger.video_grid(at_step, "samples", videos)
@@ -122,7 +118,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             wait_start = time.perf_counter()
             batch = next(loader)
             throughput.record(time.perf_counter() - wait_start)
-            state, metrics = step_fn(state, batch)
+            state, metrics = train_step.fn(state, batch)
             step += 1
             if pending is not None:  # Read the previous step's metrics: keeps one step in flight.
                 check(*pending)

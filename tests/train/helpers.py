@@ -1,14 +1,20 @@
 """A very small version of the tiny config and a way to run the CLI in a clean process."""
 
+import functools
+import math
 import os
 import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from pyoco_jax import parallel
 from pyoco_jax.config import load_config
+from pyoco_jax.data.loader import host_dataset, make_source
+from pyoco_jax.train.build import build_run, sharded_step
 
 REPO = pathlib.Path(__file__).parents[2]
 TINY = str(REPO / "configs" / "tiny.py")
@@ -74,3 +80,81 @@ def load_checkpoint_arrays(workdir: pathlib.Path, step: int) -> dict[str, np.nda
 
     visit("", tree)
     return flat
+
+
+# Sharded-training tests compile one step per mesh: a two-level model keeps each compile short (compile time
+# grows with the number of layers), and XLA's backend optimisation is off for the same reason. Norm groups hold
+# several channels: with one channel per group a conv bias is normalised away, its gradient is float noise, and
+# Adam turns that noise into full-size steps of either sign, so runs that differ only in reduction order diverge.
+SMALL = [
+    "data.global_batch_size=8",
+    "model.block_out_channels=(8,16)",
+    "model.attention_levels=(False,True)",
+    "model.temporal.levels=(1,)",
+    "model.norm_num_groups=4",
+    "optim.schedule=constant",  # The step then does not depend on train.num_steps: runs of any length share it.
+]
+QUICK_COMPILE = {"xla_backend_optimization_level": 0}
+QUICK_COMPILE_FLAG = "--xla_backend_optimization_level=0"
+
+
+MESHES = {  # (data, fsdp, tensor) on the 8 fake CPU devices
+    "1 device": (1, 1, 1),
+    "data=8": (8, 1, 1),
+    "data=2 fsdp=4": (2, 4, 1),
+    "data=2 fsdp=2 tensor=2": (2, 2, 2),
+}
+SHARDED_STEPS = 3
+
+
+def small_config(*overrides: str):
+    return load_config(TINY, [*FAST, *SMALL, *overrides])
+
+
+def small_train_command(workdir: pathlib.Path, *overrides: str) -> list[str]:
+    """`train_command` for the small config; a key given twice keeps its last value (the CLI would join tuples)."""
+    latest = {item.split("=", 1)[0]: item for item in (*FAST, *SMALL, *overrides)}
+    args = [f"--config.{item}" for item in latest.values()]
+    return [sys.executable, "-m", "pyoco_jax.cli.train", f"--config={TINY}", f"--workdir={workdir}", *args]
+
+
+def mesh_config(mesh_name: str):
+    data, fsdp, tensor = MESHES[mesh_name]
+    return small_config(f"mesh.data={data}", f"mesh.fsdp={fsdp}", f"mesh.tensor={tensor}")
+
+
+def make_test_mesh(mesh_name: str):
+    return parallel.make_mesh(mesh_config(mesh_name).mesh, jax.devices()[: math.prod(MESHES[mesh_name])])
+
+
+@functools.cache
+def run_start():
+    """The initial train state (on the host), the first global batches and one example, shared by every mesh."""
+    config = mesh_config("1 device")
+    parts = build_run(config)
+    state = jax.device_get(jax.jit(lambda: parts.init_state(config))())
+    source = make_source(config.data, seed=config.seed)
+    stream = host_dataset(
+        source, global_batch_size=config.data.global_batch_size, process_index=0, process_count=1, seed=config.seed
+    )
+    return state, [stream[n] for n in range(SHARDED_STEPS)], source[0]
+
+
+@functools.cache
+def train_on_mesh(mesh_name: str):
+    """(losses, final state, run parts) after SHARDED_STEPS steps of the small config on `mesh_name`."""
+    config = mesh_config(mesh_name)
+    initial, batches, example = run_start()
+    parts = build_run(config)
+    step = sharded_step(parts, config, make_test_mesh(mesh_name), example, compiler_options=QUICK_COMPILE)
+    state = jax.device_put(initial, step.state_sharding)
+    losses = []
+    for batch in batches:
+        state, metrics = step.fn(state, jax.device_put(batch, step.batch_sharding))
+        losses.append(float(metrics["loss"]))
+    return losses, state, parts
+
+
+def flat_arrays(tree) -> dict[str, np.ndarray]:
+    """Every array of a pytree (e.g. a train state) as numpy, by its key path."""
+    return {jax.tree_util.keystr(path): np.asarray(x) for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}

@@ -1,0 +1,128 @@
+"""Clips cached as VAE latents and text embeddings in ArrayRecord shards, and the source that trains from them.
+
+`pyoco-prepare` encodes each clip once (the VAE's posterior mean and std per frame, the prompt's
+CLIP embedding) so latent training never runs the VAE or text encoder. A folder holds
+
+    index.json                      format version, shapes, scaling factor, shard list, what made them
+    null_context.npy                the empty prompt's embedding (the condition dropped for guidance)
+    latents-00000-of-00008.array_record ...
+
+A shard appears under its final name only once it is complete, so an interrupted prepare resumes by
+skipping the shards that exist.
+"""
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flax import serialization
+
+INDEX_NAME = "index.json"
+NULL_CONTEXT_NAME = "null_context.npy"
+FORMAT_VERSION = 1
+
+
+def shard_name(shard: int, num_shards: int) -> str:
+    return f"latents-{shard:05d}-of-{num_shards:05d}.array_record"
+
+
+def encode_record(example: Mapping[str, np.ndarray]) -> bytes:
+    return serialization.msgpack_serialize({k: np.asarray(v) for k, v in example.items()})
+
+
+def decode_record(data: bytes) -> dict[str, np.ndarray]:
+    return serialization.msgpack_restore(data)
+
+
+def write_shard(path: str | Path, records: Iterable[Mapping[str, np.ndarray]]) -> int:
+    """Writes `records` to `path` atomically (a partial shard never has the final name); returns the count."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    writer = ArrayRecordWriter(str(partial), "group_size:1")
+    count = 0
+    try:
+        for record in records:
+            writer.write(encode_record(record))
+            count += 1
+    finally:
+        writer.close()
+    os.replace(partial, path)
+    return count
+
+
+def write_index(folder: str | Path, index: Mapping[str, Any]) -> None:
+    folder = Path(folder)
+    partial = folder / (INDEX_NAME + ".partial")
+    partial.write_text(json.dumps({"version": FORMAT_VERSION, **index}, indent=2, sort_keys=True))
+    os.replace(partial, folder / INDEX_NAME)
+
+
+def read_index(folder: str | Path) -> dict[str, Any]:
+    file = Path(folder) / INDEX_NAME
+    if not file.exists():
+        raise FileNotFoundError(
+            f"{folder} has no {INDEX_NAME}: it is not a latent cache. Make one with "
+            "`pyoco-prepare --config CONFIG --out DIR` and point data.path at DIR."
+        )
+    index = json.loads(file.read_text())
+    if index.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{file} is format version {index.get('version')}; this code reads version {FORMAT_VERSION}")
+    return index
+
+
+class LatentShardSource:
+    """Random-access source of cached clips (grain `RandomAccessDataSource`).
+
+    Elements: video float32 (F, h, w, c) latents already multiplied by the VAE's scaling factor,
+    context float32 (T, D) when prompts were encoded, label int32, fps float32. With
+    `sample_posterior` a latent is mean + std * eps, eps fixed per (seed, index, epoch); else the mean.
+    """
+
+    def __init__(self, folder: str | Path, *, sample_posterior: bool = True, seed: int = 0):
+        from grain.sources import ArrayRecordDataSource
+
+        self.folder = Path(folder)
+        self.index = read_index(self.folder)
+        shards = [self.folder / shard["file"] for shard in self.index["shards"]]
+        missing = [str(p) for p in shards if not p.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"the latent cache {self.folder} is incomplete: {len(missing)} shards missing ({missing[:3]} ...); "
+                "re-run pyoco-prepare with the same arguments to finish it"
+            )
+        self._records = ArrayRecordDataSource([str(p) for p in shards])
+        self.scaling_factor = float(self.index["scaling_factor"])
+        self.shift_factor = float(self.index.get("shift_factor") or 0.0)
+        self.sample_posterior = sample_posterior
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return self.read(index, epoch=0)
+
+    def read(self, index: int, epoch: int) -> dict[str, np.ndarray]:
+        record = decode_record(self._records[index])
+        latent = record["mean"].astype(np.float32)
+        if self.sample_posterior:
+            eps = np.random.default_rng((self.seed, index, epoch)).standard_normal(latent.shape, np.float32)
+            latent = latent + record["std"].astype(np.float32) * eps
+        element = {
+            "video": (latent - self.shift_factor) * self.scaling_factor,
+            "label": np.asarray(record["label"], np.int32),
+            "fps": np.asarray(record["fps"], np.float32),
+        }
+        if "context" in record:
+            element["context"] = record["context"].astype(np.float32)
+        return element
+
+    def null_context(self) -> np.ndarray | None:
+        """The empty prompt's embedding, or None when the cache has no text."""
+        file = self.folder / NULL_CONTEXT_NAME
+        return np.load(file).astype(np.float32) if file.exists() else None

@@ -1,0 +1,226 @@
+"""AOT plans: the real training step compiled for a topology we do not have, and what it would cost.
+
+`pyoco-train --config X --plan TOPOLOGY` builds the same jitted step as training
+(shardings from `config.mesh.rules` on a mesh over the target's devices), compiles
+it without running it, and reports per-device memory, FLOPs, a roofline step time
+and whether it fits in HBM. Topologies:
+    cpu:N                  N host devices (pyoco-train sets XLA_FLAGS so they exist)
+    v4|v5e|v5p|v6e:AxB[xC] a TPU slice, e.g. v5p:2x2x1, v5p:4x4x4, v5e:4x4, v6e:4x4;
+                           compiled by libtpu on this machine (`pip install -e ".[tpu]"`)
+    ...,slices=S           S such slices joined over DCN (set config.mesh.dcn_* to use them)
+"""
+
+import dataclasses
+import importlib.util
+import math
+import os
+import re
+
+import jax
+import ml_collections
+
+from pyoco_jax import parallel
+from pyoco_jax.data.loader import make_source
+from pyoco_jax.train.build import build_run, sharded_step
+from pyoco_jax.train.hardware import CHIPS, Chip, chip_for_device_kind
+
+TOPOLOGY_FORMS = "cpu:N, or v4|v5e|v5p|v6e:AxB[xC] (e.g. v5p:2x2x1, v5e:4x4), optionally followed by ,slices=S"
+_TPU_PATTERN = re.compile(r"(v4|v5e|v5p|v6e):(\d+(?:x\d+){1,2})(?:,slices=(\d+))?")
+_CPU_PATTERN = re.compile(r"cpu:(\d+)")
+_ACCELERATOR_TYPES = {"v4": "v4-8", "v5e": "v5litepod-4", "v5p": "v5p-8", "v6e": "v6e-4"}
+
+
+class TopologyError(ValueError):
+    """A --plan topology that cannot be parsed or built here; the message says what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    name: str
+    devices: list
+    chip: Chip | None
+    devices_per_chip: int
+
+
+def cpu_device_count(topology: str) -> int | None:
+    """N for 'cpu:N' (so a CLI can create N host devices before JAX starts), else None."""
+    match = _CPU_PATTERN.fullmatch(topology.strip())
+    return int(match.group(1)) if match else None
+
+
+def _tpu_devices(generation: str, dims: tuple[int, ...], slices: int) -> list:
+    if importlib.util.find_spec("libtpu") is None:
+        raise TopologyError(
+            f"planning for TPU {generation} needs libtpu to compile: pip install -e '.[tpu]' (or 'jax[tpu]')"
+        )
+    from jax.experimental import topologies
+
+    # libtpu reads these when it starts; on a machine without TPUs they only silence its warnings.
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", _ACCELERATOR_TYPES[generation])
+    host_bounds = (min(2, dims[0]), min(2, dims[1]), 1)
+    name = f"{generation}:{'x'.join(map(str, dims))}"
+    try:
+        description = topologies.get_topology_desc(
+            platform="tpu",
+            topology_name=name,
+            chip_config_name="default",
+            chips_per_host_bounds=host_bounds,
+            num_slices=slices,
+        )
+    except Exception as err:  # libtpu reports bad shapes with assorted exception types
+        raise TopologyError(f"libtpu cannot build the topology {name} x {slices} slice(s): {err}") from err
+    return list(description.devices)
+
+
+def target(topology: str) -> Target:
+    """The devices (real host devices for cpu:N, abstract TPU devices otherwise) and chip of `topology`."""
+    text = topology.strip()
+    count = cpu_device_count(text)
+    if count is not None:
+        devices = jax.devices("cpu")
+        if count < 1 or len(devices) < count:
+            raise TopologyError(
+                f"--plan {text} needs {count} host devices, this process has {len(devices)}; run it through "
+                f"pyoco-train (which sets XLA_FLAGS=--xla_force_host_platform_device_count={count} before JAX starts)"
+            )
+        return Target(text, devices[:count], None, 1)
+    match = _TPU_PATTERN.fullmatch(text)
+    if not match:
+        raise TopologyError(f"unknown topology {topology!r}; expected {TOPOLOGY_FORMS}")
+    generation, dims_text, slices = match.group(1), match.group(2), int(match.group(3) or 1)
+    dims = tuple(int(d) for d in dims_text.split("x"))
+    if min(dims) < 1 or slices < 1:
+        raise TopologyError(f"topology {topology!r} has an empty dimension; every size must be >= 1")
+    devices = _tpu_devices(generation, dims, slices)
+    chips = math.prod(dims) * slices
+    chip = chip_for_device_kind(devices[0].device_kind) or CHIPS[generation]
+    return Target(text, devices, chip, max(len(devices) // chips, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Per-device figures of one compiled training step."""
+
+    topology: str
+    num_devices: int
+    mesh: dict[str, int]
+    state_bytes: dict[str, int]  # params, frozen, opt_state, ema (from the abstract state and its shardings)
+    batch_bytes: int
+    argument_bytes: int  # compiled memory analysis from here on
+    output_bytes: int
+    alias_bytes: int
+    temp_bytes: int
+    code_bytes: int
+    flops: float  # per device, from the compiled cost analysis (recomputation included)
+    bytes_accessed: float
+    frames_per_step: int
+    chip: Chip | None
+    devices_per_chip: int
+
+    @property
+    def total_bytes(self) -> int:
+        """Peak estimate: inputs + outputs not aliased to donated inputs + temporaries (activations) + code."""
+        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes + self.code_bytes
+
+    @property
+    def hbm_bytes(self) -> float | None:
+        return None if self.chip is None else self.chip.hbm_bytes / self.devices_per_chip
+
+    @property
+    def roofline(self) -> tuple[float, float, float] | None:
+        """(compute seconds, memory seconds, step seconds = the larger) from the per-device peaks."""
+        if self.chip is None:
+            return None
+        compute = self.flops / (self.chip.peak_bf16_flops / self.devices_per_chip)
+        memory = self.bytes_accessed / (self.chip.hbm_bytes_per_second / self.devices_per_chip)
+        return compute, memory, max(compute, memory)
+
+
+def make_plan(config: ml_collections.ConfigDict, topology: str) -> Plan:
+    """Compiles the training step of `config` for `topology` (never runs it) and measures it."""
+    chosen = target(topology)
+    mesh = parallel.make_mesh(config.mesh, chosen.devices)
+    parts = build_run(config)
+    example = make_source(config.data, seed=config.seed)[0]
+    step = sharded_step(parts, config, mesh, example)
+    state, batch = step.abstract_inputs(parts.abstract_state, example, config.data.global_batch_size)
+    compiled = step.fn.lower(state, batch).compile()
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    shardings = step.state_sharding
+    state_bytes = {
+        name: parallel.bytes_per_device(getattr(parts.abstract_state, name), getattr(shardings, name))
+        for name in ("params", "frozen", "opt_state", "ema")
+    }
+    return Plan(
+        topology=chosen.name,
+        num_devices=len(chosen.devices),
+        mesh=dict(mesh.shape),
+        state_bytes=state_bytes,
+        batch_bytes=parallel.bytes_per_device(batch, jax.tree.map(lambda x: x.sharding, batch)),
+        argument_bytes=memory.argument_size_in_bytes,
+        output_bytes=memory.output_size_in_bytes,
+        alias_bytes=memory.alias_size_in_bytes,
+        temp_bytes=memory.temp_size_in_bytes,
+        code_bytes=memory.generated_code_size_in_bytes,
+        flops=float(cost.get("flops", 0.0)),
+        bytes_accessed=float(cost.get("bytes accessed", 0.0)),
+        frames_per_step=config.data.global_batch_size * config.data.num_frames,
+        chip=chosen.chip,
+        devices_per_chip=chosen.devices_per_chip,
+    )
+
+
+def _size(num_bytes: float) -> str:
+    return f"{num_bytes / 2**20:10.2f} MiB"
+
+
+def format_plan(plan: Plan, config: ml_collections.ConfigDict) -> str:
+    """A human-readable report (one figure per line)."""
+    m = config.model
+    lines = [
+        f"Plan for {plan.topology}: {plan.num_devices} devices, mesh {plan.mesh}",
+        f"  model: channels {tuple(m.block_out_channels)}, dtype {m.dtype}, params {m.param_dtype}, "
+        f"remat {m.remat}; batch {config.data.global_batch_size} x {config.data.num_frames} frames "
+        f"x {config.data.resolution}^2",
+        "Memory per device:",
+        f"  params            {_size(plan.state_bytes['params'])}",
+        f"  frozen params     {_size(plan.state_bytes['frozen'])}",
+        f"  optimizer state   {_size(plan.state_bytes['opt_state'])}",
+        f"  EMA               {_size(plan.state_bytes['ema'])}",
+        f"  batch             {_size(plan.batch_bytes)}",
+        f"  arguments         {_size(plan.argument_bytes)}   (compiled: state + batch)",
+        f"  outputs           {_size(plan.output_bytes)}   ({_size(plan.alias_bytes).strip()} aliased to donated "
+        "inputs)",
+        f"  activations/temp  {_size(plan.temp_bytes)}",
+        f"  generated code    {_size(plan.code_bytes)}",
+        f"  total             {_size(plan.total_bytes)}",
+    ]
+    if plan.hbm_bytes is None:
+        lines.append("  fits: n/a (no HBM capacity for host devices)")
+    else:
+        verdict = "yes" if plan.total_bytes <= plan.hbm_bytes else "NO"
+        lines.append(
+            f"  fits in HBM: {verdict} ({plan.total_bytes / plan.hbm_bytes:.1%} of {plan.hbm_bytes / 2**30:.1f} GiB "
+            f"per device, {plan.chip.name})"
+        )
+    lines += [
+        "Compute per step (per device, cost analysis):",
+        f"  FLOPs             {plan.flops:.4g}  (all devices: {plan.flops * plan.num_devices:.4g})",
+        f"  bytes accessed    {plan.bytes_accessed:.4g}",
+    ]
+    roofline = plan.roofline
+    if roofline is None:
+        lines.append("  step time / MFU: n/a (no peak FLOP/s or bandwidth for host devices)")
+    else:
+        compute, memory, step = roofline
+        bound = "compute" if compute >= memory else "HBM bandwidth"
+        lines += [
+            f"  step time (roofline) {step * 1e3:.3f} ms, {bound}-bound (compute {compute * 1e3:.3f} ms, "
+            f"memory {memory * 1e3:.3f} ms; collectives not counted)",
+            f"  frames/s (roofline) {plan.frames_per_step / step:.4g}",
+            f"  implied MFU {compute / step:.1%} (upper bound: real steps are slower than the roofline)",
+        ]
+    return "\n".join(lines)
