@@ -18,6 +18,8 @@ CORE = [
     "tqdm>=4.66",
 ]
 VIDEO = ["av>=12.0"]
+# libtpu, so `pyoco-train --plan v5p:2x2x1` can compile for TPU topologies on a machine without TPUs.
+TPU = ["jax[tpu]>=0.10.2"]
 CONVERT = ["safetensors>=0.4", "transformers>=4.40"]
 TEST = [
     "pytest>=8.0",
@@ -49,7 +51,7 @@ setup(
     ],
     package_dir={"pyoco_jax.configs": "configs"},
     install_requires=CORE,
-    extras_require={"video": VIDEO, "convert": CONVERT, "test": TEST},
+    extras_require={"video": VIDEO, "convert": CONVERT, "test": TEST, "tpu": TPU},
     entry_points={
         "console_scripts": [
             "pyoco-train=pyoco_jax.cli.train:run",
@@ -57,6 +59,7 @@ setup(
             "pyoco-export=pyoco_jax.cli.export:run",
             "pyoco-prepare=pyoco_jax.cli.prepare:run",
             "pyoco-convert=pyoco_jax.cli.convert:run",
+            "pyoco-train-vae=pyoco_jax.cli.train_vae:run",
         ]
     },
 )

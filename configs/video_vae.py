@@ -1,8 +1,7 @@
 """MagicVideo's VideoVAE: fine-tune SD's VAE decoder with temporal layers on video, encoder frozen.
 
-Run (after `pip install -e .`, with a diffusers Stable Diffusion VAE folder):
-    python -c "from pyoco_jax.config import load_config; from pyoco_jax.train.video_vae import finetune_video_vae; \
-finetune_video_vae(load_config('configs/video_vae.py', ['vae.path=/path/to/stable-diffusion/vae']), 'runs/video_vae')"
+Run (after `pip install -e .`, with a diffusers Stable Diffusion VAE folder, or a pyoco-convert output):
+    pyoco-train-vae --config configs/video_vae.py --workdir runs/video_vae --config.vae.path=/path/to/sd/vae
 
 Only the temporal layers train (vae.trainable=decoder trains the whole decoder); the loss is L1
 reconstruction plus the L1 error of frame-to-frame differences (the flicker metric).

@@ -40,27 +40,27 @@ def _log_once(key: tuple, message: str, *args) -> None:
         logging.info(message, *args)
 
 
-def _resolve(sizes: list[int], names: Sequence[str], total: int, what: str) -> tuple[int, ...]:
-    """Replaces the one -1 in `sizes` so their product is `total`."""
+def _resolve(sizes: list[int], names: Sequence[str], total: int, unit: str) -> tuple[int, ...]:
+    """Replaces the one -1 in `sizes` so their product is `total` (counted in `unit`, e.g. 'devices')."""
     bad = [f"{n}={s}" for n, s in zip(names, sizes, strict=True) if s == 0 or s < -1]
     if bad:
         raise ConfigError(f"mesh axis sizes must be >= 1 (or -1 for one axis): {bad}; change config.mesh.")
     free = [i for i, s in enumerate(sizes) if s == -1]
     if len(free) > 1:
         raise ConfigError(
-            f"only one {what} mesh axis may be -1, got {[names[i] for i in free]}; set the others in config.mesh."
+            f"only one of the mesh axes {list(names)} may be -1, got {[names[i] for i in free]}; set the others."
         )
     fixed = math.prod(s for s in sizes if s != -1)
     if free:
         if total % fixed:
             raise ConfigError(
-                f"{total} {what} devices cannot be split into mesh axes of fixed size {fixed} "
+                f"{total} {unit} cannot be split into mesh axes of fixed size {fixed} "
                 f"({dict(zip(names, sizes, strict=True))}); change config.mesh so the fixed axes divide {total}."
             )
         sizes[free[0]] = total // fixed
     if math.prod(sizes) != total:
         raise ConfigError(
-            f"config.mesh {dict(zip(names, sizes, strict=True))} needs {math.prod(sizes)} {what} devices, "
+            f"config.mesh {dict(zip(names, sizes, strict=True))} needs {math.prod(sizes)} {unit}, "
             f"{total} are available; set one axis to -1 or change the sizes."
         )
     return tuple(sizes)
@@ -86,11 +86,12 @@ def mesh_shapes(
     dcn = [int(mesh_config.get(DCN_PREFIX + name, 1)) for name in MESH_AXES]
     dcn_names = [DCN_PREFIX + name for name in MESH_AXES]
     if dcn == [1] * len(MESH_AXES):
-        return _resolve([int(mesh_config[n]) for n in MESH_AXES], MESH_AXES, num_devices, "available"), tuple(dcn)
-    dcn_shape = _resolve(dcn, dcn_names, num_granules, "slice/process (DCN)")
+        return _resolve([int(mesh_config[n]) for n in MESH_AXES], MESH_AXES, num_devices, "devices"), tuple(dcn)
+    dcn_shape = _resolve(dcn, dcn_names, num_granules, "slices/processes (DCN)")
     if num_devices % num_granules:
         raise ConfigError(f"{num_devices} devices are not spread evenly over {num_granules} slices/processes")
-    ici = _resolve([int(mesh_config[n]) for n in MESH_AXES], MESH_AXES, num_devices // num_granules, "per-slice")
+    per_granule = num_devices // num_granules
+    ici = _resolve([int(mesh_config[n]) for n in MESH_AXES], MESH_AXES, per_granule, "devices per slice/process")
     return ici, dcn_shape
 
 
@@ -207,22 +208,33 @@ def state_shardings(tree, mesh: Mesh, rules: Rules):
     return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
-def batch_spec(mesh: Mesh, ndim: int) -> PartitionSpec:
-    """Batch rows over the data-parallel axes; a video's frame axis (dim 1) over `sequence` if it is > 1."""
-    spec = [BATCH_AXES]
-    if ndim >= 2 and mesh.shape[SEQUENCE_AXIS] > 1:
-        spec.append(SEQUENCE_AXIS)
-    return PartitionSpec(*spec[:ndim])
+VIDEO_FIELD = "video"
+
+
+def video_spec(mesh: Mesh) -> PartitionSpec:
+    """A video batch (B, F, H, W, C): rows over the data-parallel axes, frames over `sequence` when it is > 1."""
+    return PartitionSpec(BATCH_AXES, SEQUENCE_AXIS) if mesh.shape[SEQUENCE_AXIS] > 1 else PartitionSpec(BATCH_AXES)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """The sharding of a video batch (B, F, ...); the loader cuts its spec to each field's rank."""
-    return NamedSharding(mesh, batch_spec(mesh, 5))
+    """Rows over the data-parallel axes, for every field: how the loader places batches."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
 def batch_shardings(mesh: Mesh, example) -> dict:
-    """Per-field shardings of the batches stacked from `example` (one example: a dict of arrays, no batch axis)."""
-    return {name: NamedSharding(mesh, batch_spec(mesh, np.ndim(x) + 1)) for name, x in example.items()}
+    """Per-field shardings the train step takes, for batches stacked from `example` (one example, no batch
+    axis): rows over the data-parallel axes, and the video's frames over `sequence` (`place_batch` moves
+    the loader's batches there; other fields, e.g. a text context, keep whole rows)."""
+    return {
+        name: NamedSharding(mesh, video_spec(mesh) if name == VIDEO_FIELD else PartitionSpec(BATCH_AXES))
+        for name, value in example.items()
+        if np.asarray(value).dtype.kind in "biuf"  # Like the loader: strings (captions, paths) stay on the host.
+    }
+
+
+def place_batch(batch: dict, shardings: dict) -> dict:
+    """`batch` laid out as `shardings` (a no-op for fields already there; frames split without communication)."""
+    return {name: jax.device_put(x, shardings[name]) if name in shardings else x for name, x in batch.items()}
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

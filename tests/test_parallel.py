@@ -42,7 +42,7 @@ def test_mesh_shapes_resolve_minus_one_within_and_across_granules():
     [
         ({"fsdp": 3}, "cannot be split"),
         ({"data": 2, "fsdp": 2}, "needs 4"),
-        ({"dcn_data": 2}, "slice/process"),
+        ({"dcn_data": 2}, "slices/processes"),
     ],
 )
 def test_mesh_that_does_not_fit_the_devices_is_a_config_error(sizes, message):
@@ -112,13 +112,22 @@ def test_state_shardings_mirror_params_in_optimizer_state_and_ema():
     assert jax.tree.structure(shardings) == jax.tree.structure(parts.abstract_state)
 
 
-def test_batches_split_rows_over_data_axes_and_frames_over_sequence():
+def test_batches_split_rows_over_data_axes_and_video_frames_over_sequence():
     mesh = _mesh(data=2, fsdp=2, sequence=2)
-    assert parallel.batch_spec(mesh, 5) == P(("data", "fsdp"), "sequence")
-    assert parallel.batch_spec(mesh, 1) == P(("data", "fsdp"))
-    assert parallel.batch_spec(_mesh(data=8), 5) == P(("data", "fsdp"))
-    shardings = parallel.batch_shardings(mesh, {"video": np.zeros((4, 8, 8, 3), np.uint8), "label": np.int32(0)})
-    assert shardings["video"].spec == P(("data", "fsdp"), "sequence") and shardings["label"].spec == P(("data", "fsdp"))
+    assert parallel.video_spec(mesh) == P(("data", "fsdp"), "sequence")
+    assert parallel.video_spec(_mesh(data=8)) == P(("data", "fsdp"))
+    assert parallel.batch_sharding(mesh).spec == P(("data", "fsdp"))  # The loader's layout: whole rows.
+    example = {"video": np.zeros((4, 8, 8, 3), np.uint8), "label": np.int32(0), "context": np.zeros((77, 8))}
+    shardings = parallel.batch_shardings(mesh, {**example, "caption": np.asarray("a red ring")})
+    assert shardings.keys() == example.keys()  # Strings never reach the devices.
+    assert shardings["video"].spec == P(("data", "fsdp"), "sequence")
+    assert shardings["label"].spec == shardings["context"].spec == P(("data", "fsdp"))  # 77 tokens stay whole.
+    rows = {name: np.arange(8 * np.size(x)).reshape(8, *np.shape(x)) for name, x in example.items()}
+    loaded = jax.device_put(rows, parallel.batch_sharding(mesh))
+    placed = parallel.place_batch(loaded, shardings)
+    assert {s.data.shape for s in placed["video"].addressable_shards} == {(2, 2, 8, 8, 3)}
+    np.testing.assert_array_equal(placed["video"], rows["video"])
+    assert placed["label"] is loaded["label"]
     assert parallel.data_parallel_size(mesh) == 4
 
 

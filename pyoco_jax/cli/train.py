@@ -51,6 +51,7 @@ def set_cpu_device_count(count: int) -> None:
 def plan(config, topology: str) -> None:
     from pyoco_jax.train.plan import TopologyError, cpu_device_count, format_plan, make_plan
 
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # Compile only: leave any local accelerator to running jobs.
     count = cpu_device_count(topology)
     if count is not None:
         set_cpu_device_count(count)

@@ -73,10 +73,10 @@ class ShardedStep:
         state = jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, self.state_sharding
         )
-        batch = {
-            name: jax.ShapeDtypeStruct((batch_size, *np.shape(x)), np.asarray(x).dtype, sharding=sharding)
-            for (name, x), sharding in zip(example.items(), self.batch_sharding.values(), strict=True)
-        }
+        batch = {}
+        for name, sharding in self.batch_sharding.items():
+            value = np.asarray(example[name])
+            batch[name] = jax.ShapeDtypeStruct((batch_size, *value.shape), value.dtype, sharding=sharding)
         return state, batch
 
 

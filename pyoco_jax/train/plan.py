@@ -18,6 +18,7 @@ import re
 
 import jax
 import ml_collections
+import numpy as np
 
 from pyoco_jax import parallel
 from pyoco_jax.data.loader import make_source
@@ -27,6 +28,7 @@ from pyoco_jax.train.hardware import CHIPS, Chip, chip_for_device_kind
 TOPOLOGY_FORMS = "cpu:N, or v4|v5e|v5p|v6e:AxB[xC] (e.g. v5p:2x2x1, v5e:4x4), optionally followed by ,slices=S"
 _TPU_PATTERN = re.compile(r"(v4|v5e|v5p|v6e):(\d+(?:x\d+){1,2})(?:,slices=(\d+))?")
 _CPU_PATTERN = re.compile(r"cpu:(\d+)")
+TEXT_TOKENS = 77  # CLIP's context length: the text embeddings a text-conditioned clip carries.
 _ACCELERATOR_TYPES = {"v4": "v4-8", "v5e": "v5litepod-4", "v5p": "v5p-8", "v6e": "v6e-4"}
 
 
@@ -55,9 +57,11 @@ def _tpu_devices(generation: str, dims: tuple[int, ...], slices: int) -> list:
         )
     from jax.experimental import topologies
 
-    # libtpu reads these when it starts; on a machine without TPUs they only silence its warnings.
+    # libtpu reads these when it starts; on a machine without TPUs they only silence its warnings. A plan
+    # opens no TPU device, so it need not take libtpu's one-process lock (plans can run side by side).
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", _ACCELERATOR_TYPES[generation])
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     host_bounds = (min(2, dims[0]), min(2, dims[1]), 1)
     name = f"{generation}:{'x'.join(map(str, dims))}"
     try:
@@ -137,13 +141,34 @@ class Plan:
         return compute, memory, max(compute, memory)
 
 
+def plan_example(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+    """One example with the fields, shapes and dtypes the data pipeline yields; a plan reads no data.
+
+    Synthetic clips are rendered; real sources are described from the config: uint8 pixels or float32
+    latents, and for text-conditioned models a context of CLIP's 77 token embeddings.
+    """
+    d = config.data
+    if d.source == "synthetic":
+        return make_source(d, seed=config.seed)[0]
+    video_dtype = np.float32 if d.source == "latents" else np.uint8
+    example = {
+        "video": np.zeros((d.num_frames, d.resolution, d.resolution, d.channels), video_dtype),
+        "label": np.zeros((), np.int32),
+        "fps": np.zeros((), np.float32),
+    }
+    if config.model.cross_attention_dim:
+        example["context"] = np.zeros((TEXT_TOKENS, config.model.cross_attention_dim), np.float32)
+    return example
+
+
 def make_plan(config: ml_collections.ConfigDict, topology: str) -> Plan:
     """Compiles the training step of `config` for `topology` (never runs it) and measures it."""
     chosen = target(topology)
     mesh = parallel.make_mesh(config.mesh, chosen.devices)
     parts = build_run(config)
-    example = make_source(config.data, seed=config.seed)[0]
-    step = sharded_step(parts, config, mesh, example)
+    example = plan_example(config)
+    # Text runs drop captions to the empty prompt inside the step; its embedding has the context's shape.
+    step = sharded_step(parts, config, mesh, example, null_context=example.get("context"))
     state, batch = step.abstract_inputs(parts.abstract_state, example, config.data.global_batch_size)
     compiled = step.fn.lower(state, batch).compile()
     memory = compiled.memory_analysis()
@@ -174,7 +199,10 @@ def make_plan(config: ml_collections.ConfigDict, topology: str) -> Plan:
 
 
 def _size(num_bytes: float) -> str:
-    return f"{num_bytes / 2**20:10.2f} MiB"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:10.2f} {unit}"
+    return f"{num_bytes:10.0f} B  "
 
 
 def format_plan(plan: Plan, config: ml_collections.ConfigDict) -> str:

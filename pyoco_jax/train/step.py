@@ -78,13 +78,15 @@ def make_loss_and_grads(
     use_fps = bool(model_config.fps_conditioning)
     prior = config.noise.prior
     alpha = float(config.noise.alpha)
-    video_layout = None if mesh is None else NamedSharding(mesh, parallel.batch_spec(mesh, 5))
+    video_layout = None if mesh is None else NamedSharding(mesh, parallel.video_spec(mesh))
 
     def constrain(video: jax.Array) -> jax.Array:
         return video if video_layout is None else jax.lax.with_sharding_constraint(video, video_layout)
 
     def micro_loss(params: nnx.State, frozen: nnx.State, micro: Batch, keys: jax.Array):
-        model = nnx.merge(graphdef, params, frozen)
+        # Fresh Variables inside this trace: frozen params come from the outer (jit) trace, and nnx.remat
+        # refuses to update Variables created at another trace level.
+        model = nnx.merge(graphdef, params, frozen, copy=True)
         x0 = video_to_model_range(micro["video"])
         labels = drop_condition(micro["label"], keys, optim.label_drop_rate, null_label) if use_labels else None
         context = micro.get("context")

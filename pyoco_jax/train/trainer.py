@@ -118,7 +118,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             wait_start = time.perf_counter()
             batch = next(loader)
             throughput.record(time.perf_counter() - wait_start)
-            state, metrics = train_step.fn(state, batch)
+            state, metrics = train_step.fn(state, parallel.place_batch(batch, train_step.batch_sharding))
             step += 1
             if pending is not None:  # Read the previous step's metrics: keeps one step in flight.
                 check(*pending)

@@ -132,7 +132,7 @@ def run_start():
     """The initial train state (on the host), the first global batches and one example, shared by every mesh."""
     config = mesh_config("1 device")
     parts = build_run(config)
-    state = jax.device_get(jax.jit(lambda: parts.init_state(config))())
+    state = jax.device_get(jax.jit(lambda: parts.init_state(config), compiler_options=QUICK_COMPILE)())
     source = make_source(config.data, seed=config.seed)
     stream = host_dataset(
         source, global_batch_size=config.data.global_batch_size, process_index=0, process_count=1, seed=config.seed

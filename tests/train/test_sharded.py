@@ -103,3 +103,14 @@ def test_bfloat16_compute_keeps_params_optimizer_ema_and_loss_float32():
     # Every layer matmul and its gradients; the one float32 matmul left is the noise prior's (precision HIGHEST).
     matmuls = [line for line in lines if "stablehlo.dot_general" in line and "batching_dims" not in line]
     assert len(matmuls) > 50 and all(both_bf16.search(line) or "HIGHEST" in line for line in matmuls)
+
+
+def test_remat_traces_with_frozen_params():
+    """Rematerialised blocks see trained and frozen params from different traces; the step must still build."""
+    config = small_config("model.remat=full", "optim.trainable=temporal", "mesh.data=1")
+    _, _, example = run_start()
+    parts = build_run(config)
+    step = sharded_step(parts, config, parallel.make_mesh(config.mesh, jax.devices()[:1]), example)
+    state, batch = step.abstract_inputs(parts.abstract_state, example, config.data.global_batch_size)
+    new_state, _ = jax.eval_shape(step.fn, state, batch)
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)

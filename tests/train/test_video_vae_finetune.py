@@ -20,10 +20,6 @@ from tests.models.vae_testing import save_tiny_vae
 from tests.train.helpers import REPO, run
 
 CONFIG = str(REPO / "configs" / "video_vae.py")
-FINETUNE = (
-    "import sys; from pyoco_jax.config import load_config; from pyoco_jax.train.video_vae import finetune_video_vae; "
-    "finetune_video_vae(load_config(sys.argv[1], sys.argv[3:]), sys.argv[2])"
-)
 
 
 @pytest.mark.parametrize("loss, pixels, temporal", [("l1", 4 / 3, 1.5), ("l2", 10 / 3, 2.5)])
@@ -73,7 +69,8 @@ def test_finetune_lowers_flicker_on_held_out_clips(tmp_path):
         "vae.warmup_steps=0",
         "vae.log_every=5",
     ]
-    run([sys.executable, "-c", FINETUNE, CONFIG, str(tmp_path / "run"), *overrides])
+    command = [sys.executable, "-m", "pyoco_jax.cli.train_vae", f"--config={CONFIG}", f"--workdir={tmp_path / 'run'}"]
+    run(command + [f"--config.{item}" for item in overrides])
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 4 and losses[-1] < 0.8 * losses[0], losses
 

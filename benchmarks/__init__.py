@@ -1,0 +1,1 @@
+"""Benchmarks: training-step time and MFU, peer comparisons (see README.md)."""

@@ -1,0 +1,95 @@
+"""AOT plans: `pyoco-train --plan` compiles the real step for a topology and reports memory, FLOPs and fit."""
+
+import importlib.util
+import re
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from pyoco_jax import parallel
+from pyoco_jax.config import load_config
+from pyoco_jax.train.build import build_run
+from pyoco_jax.train.plan import TopologyError, format_plan, make_plan, target
+from tests.train.helpers import FAST, QUICK_COMPILE_FLAG, TINY, single_device_env
+
+# One U-Net level: the plan compiles the whole training step, and compile time grows with the layers.
+PLAN_MODEL = [
+    *FAST,
+    "data.global_batch_size=8",
+    "model.block_out_channels=(8,)",
+    "model.attention_levels=(False,)",
+    "model.temporal.levels=(0,)",
+    "mesh.fsdp=2",
+    "mesh.tensor=2",
+]
+
+
+def _overrides(*extra: str) -> list[str]:
+    return list({item.split("=", 1)[0]: item for item in (*PLAN_MODEL, *extra)}.values())
+
+
+def _plan_cli(topology: str, cwd) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pyoco_jax.cli.train", f"--config={TINY}", f"--plan={topology}"]
+    command += [f"--config.{item}" for item in _overrides()]
+    env = dict(single_device_env(), XLA_FLAGS=QUICK_COMPILE_FLAG)
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _bytes(report: str, label: str) -> float:
+    value, unit = re.search(rf"^\s*{label}\s+([\d.]+) (GiB|MiB|KiB|B)\b", report, re.MULTILINE).groups()
+    return float(value) * {"GiB": 2**30, "MiB": 2**20, "KiB": 2**10, "B": 1}[unit]
+
+
+@pytest.mark.slow
+def test_cpu_plan_prints_memory_flops_and_fit_and_does_not_train(tmp_path):
+    result = _plan_cli("cpu:8", tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = result.stdout
+    assert "Plan for cpu:8: 8 devices, mesh {'data': 2, 'fsdp': 2, 'tensor': 2, 'sequence': 1}" in report
+    assert "fits: n/a" in report and "step time / MFU: n/a" in report
+    flops = float(re.search(r"FLOPs\s+([\d.e+]+)", report).group(1))
+    assert flops > 1e6
+    # Per-device state sizes are the sharded ones, as computed here from the same rules on 8 devices.
+    config = load_config(TINY, _overrides())
+    parts = build_run(config)
+    shardings = parallel.state_shardings(
+        parts.abstract_state, parallel.make_mesh(config.mesh), parallel.logical_rules(config.mesh)
+    )
+    for label, field in (("params", "params"), ("optimizer state", "opt_state"), ("EMA", "ema")):
+        expected = parallel.bytes_per_device(getattr(parts.abstract_state, field), getattr(shardings, field))
+        assert _bytes(report, label) == pytest.approx(expected, rel=0.01, abs=8)
+    full = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(parts.abstract_state.params))
+    assert _bytes(report, "params") < 0.5 * full  # fsdp x tensor really split the params
+    assert _bytes(report, "total") >= _bytes(report, "arguments") + _bytes(report, "activations/temp") - 1024
+    assert list(tmp_path.iterdir()) == []  # No workdir, checkpoint or log: nothing was trained.
+
+
+def test_bad_topologies_are_refused_with_what_to_write():
+    with pytest.raises(TopologyError, match=r"expected cpu:N, or v4\|v5e\|v5p\|v6e:AxB"):
+        target("tpu-v5:2x2")
+    with pytest.raises(TopologyError, match="needs 64 host devices.*xla_force_host_platform_device_count=64"):
+        target("cpu:64")
+    with pytest.raises(TopologyError, match="expected"):
+        target("v5p:2x2x1x1")
+
+
+@pytest.mark.slow
+def test_cli_exits_with_the_message_for_a_bad_topology(tmp_path):
+    result = _plan_cli("v5x:2x2", tmp_path)
+    assert result.returncode != 0 and "unknown topology 'v5x:2x2'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu not installed (pip install -e '.[tpu]')")
+def test_tpu_plan_compiles_for_a_v5e_slice_without_tpus():
+    config = load_config(TINY, _overrides("model.dtype=bfloat16", "mesh.tensor=1"))
+    plan = make_plan(config, "v5e:2x2")
+    assert plan.num_devices == 4 and plan.chip.name == "TPU v5e" and plan.mesh["fsdp"] == 2
+    assert plan.flops > 1e6 and plan.temp_bytes > 0 and plan.total_bytes < plan.hbm_bytes
+    compute, memory, step = plan.roofline
+    assert step == max(compute, memory) > 0
+    report = format_plan(plan, config)
+    assert "fits in HBM: yes" in report and "implied MFU" in report
