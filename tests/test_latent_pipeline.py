@@ -21,7 +21,7 @@ from pyoco_jax.data.latents import LatentShardSource, read_index
 from pyoco_jax.data.video_io import read_video
 from pyoco_jax.prepare import prepare
 from tests.data.videos import coded_frames, write_mp4
-from tests.models.clip_testing import save_text_encoder, save_vocab
+from tests.models.clip_testing import TINY_TEXT_ENCODER, save_text_encoder, save_vocab
 from tests.models.vae_testing import save_tiny_vae
 from tests.train.helpers import REPO, single_device_env
 
@@ -46,15 +46,7 @@ def _pipeline(folder):
         norm_num_groups=8,
     ).save_pretrained(folder / "unet")
     save_tiny_vae(folder / "vae")
-    save_text_encoder(
-        folder / "text_encoder",
-        vocab_size=1000,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-    )
+    save_text_encoder(folder / "text_encoder", **TINY_TEXT_ENCODER)
     save_vocab(folder / "tokenizer")
 
 

@@ -168,7 +168,7 @@ def model_config_from_diffusers(
     return ml_collections.ConfigDict({**base.to_dict(), **architecture})
 
 
-_RENAMES = (
+RENAMES = (
     (".to_out.0.", ".to_out."),
     (".ff.net.0.proj.", ".ff.geglu."),
     (".ff.net.2.", ".ff.proj_out."),
@@ -187,7 +187,7 @@ def convert_state_dict(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {}
     for name, value in tensors.items():
         ours = name
-        for old, new in _RENAMES:
+        for old, new in RENAMES:
             ours = ours.replace(old, new)
         module, leaf = ours.rsplit(".", 1)
         if leaf == "bias":

@@ -29,6 +29,7 @@ from safetensors.numpy import save_file
 
 from pyoco_jax.config import validate
 from pyoco_jax.convert.diffusers import CONFIG_NAME, WEIGHTS_NAME, convert_state_dict, read_safetensors
+from pyoco_jax.convert.diffusers import RENAMES as DIFFUSERS_RENAMES
 from pyoco_jax.convert.merge import CLASS_TABLE, NEW_PARAM_PATTERN, ConversionError, merge_params
 from pyoco_jax.models.unet import VideoUNet
 
@@ -39,14 +40,8 @@ NULL_CLASS_ROW = "class_embedding.null"
 FORMATS = ("safetensors", "orbax")
 INERT_CROSS_ATTENTION = re.compile(r"^(.*transformer_blocks\.\d+)\.(attn2|norm2)\.")
 
-# Our module names -> diffusers' (the inverse of the renames applied on import).
-_RENAMES = (
-    (".to_out.", ".to_out.0."),
-    (".ff.geglu.", ".ff.net.0.proj."),
-    (".ff.proj_out.", ".ff.net.2."),
-    (".downsampler.", ".downsamplers.0."),
-    (".upsampler.", ".upsamplers.0."),
-)
+# Our module names -> diffusers': the renames applied on import, inverted.
+_RENAMES = tuple((ours, theirs) for theirs, ours in DIFFUSERS_RENAMES)
 
 
 def diffusers_config(model_config: ml_collections.ConfigDict) -> dict:

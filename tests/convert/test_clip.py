@@ -12,19 +12,8 @@ from flax import nnx
 
 from pyoco_jax.convert.clip import encode_prompts, load_text_encoder, load_tokenizer
 from pyoco_jax.convert.merge import ConversionError
+from tests.models.clip_testing import TINY_TEXT_ENCODER as CONFIG
 from tests.models.clip_testing import save_text_encoder, save_vocab
-
-CONFIG = dict(
-    vocab_size=1000,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    max_position_embeddings=77,
-    bos_token_id=0,
-    eos_token_id=2,
-    pad_token_id=1,
-)
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,11 @@ from pyoco_jax.convert.export import (
     load_exported,
     split_for_diffusers,
 )
-from pyoco_jax.convert.merge import flat_params, merge_params
+from pyoco_jax.convert.merge import flat_params
 from pyoco_jax.models.unet import VideoUNet
 from pyoco_jax.train.build import build_run
 from pyoco_jax.train.checkpoint import Checkpointer
-from pyoco_jax.train.weights import CheckpointNotFoundError, checkpoint_weights
+from pyoco_jax.train.weights import CheckpointNotFoundError, checkpoint_weights, model_from_weights
 from tests.train.helpers import fast_config, single_device_env
 
 STEP = 7
@@ -82,12 +82,6 @@ def _inputs(config, frames):
     return x, t, context if config.model.cross_attention_dim else None, labels, fps
 
 
-def _model_with(config, weights) -> VideoUNet:
-    abstract = nnx.eval_shape(lambda: VideoUNet(config.model, num_frames=config.data.num_frames, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    return nnx.merge(graphdef, merge_params(state, weights)[0])
-
-
 @pytest.mark.parametrize("fmt", ["safetensors", "orbax"])
 def test_export_round_trip_is_exact(run, tmp_path, fmt):
     workdir, _ = run
@@ -97,7 +91,7 @@ def test_export_round_trip_is_exact(run, tmp_path, fmt):
     model, loaded_config = load_exported(tmp_path)
     assert json.loads(loaded_config.to_json()) == json.loads(config.to_json())
     inputs = _inputs(config, config.data.num_frames)
-    ours = np.asarray(_forward(_model_with(config, weights), *inputs))
+    ours = np.asarray(_forward(model_from_weights(config, weights), *inputs))
     assert np.array_equal(np.asarray(_forward(model, *inputs)), ours)
 
 
@@ -123,7 +117,7 @@ def test_image_part_loads_into_diffusers(run, tmp_path):
     image_model = nnx.eval_shape(lambda: VideoUNet(image_config.model, num_frames=1, rngs=nnx.Rngs(0)))
     image_names = set(flat_params(image_model))
     image_weights = {k: v for k, v in weights.items() if k in image_names}
-    ours_model = _model_with(image_config, image_weights)
+    ours_model = model_from_weights(image_config, image_weights)
     x, t, context, labels, _ = _inputs(image_config, 1)
     ours = np.asarray(_forward(ours_model, x, t, context, labels, None))
     context_torch = torch.from_numpy(context if context is not None else np.ones((2, 1, 1), np.float32))

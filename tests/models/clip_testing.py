@@ -22,6 +22,19 @@ CORPUS = [
     "a teddy bear skateboarding in times square, video, slow motion 120fps",
 ]
 
+# A CLIPTextModel small enough for conversion and pipeline tests.
+TINY_TEXT_ENCODER = dict(
+    vocab_size=1000,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=77,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)
+
 
 def save_text_encoder(folder: Path, seed: int = 0, **config) -> CLIPTextModel:
     """A random CLIPTextModel saved to `folder`; weights drawn wide enough that every part matters."""
