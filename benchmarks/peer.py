@@ -155,8 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     batches = host_batches(config, args.context_tokens)
     ours: StepTiming = time_train_step(config, batches, warmup=args.warmup, steps=args.steps)
     peer_model = build_peer(config)
-    peer_times = time_peer(peer_model, batches[0], device="cuda" if on_gpu else "cpu", warmup=args.warmup,
-                           steps=args.steps)
+    peer_times = time_peer(
+        peer_model, batches[0], device="cuda" if on_gpu else "cpu", warmup=args.warmup, steps=args.steps
+    )
 
     from flax import nnx
 
@@ -177,12 +178,16 @@ def main(argv: list[str] | None = None) -> None:
         f"x {m.num_attention_heads} heads, temporal heads {m.temporal.num_heads}, context {args.context_tokens} x "
         f"{args.context_dim}; {'GPU bf16' if on_gpu else 'CPU float32'}"
     )
-    print(f"ours (JAX, {ours.num_devices} x {ours.device_kind}): {ours_s * 1e3:.1f} ms/step, "
-          f"{frames / ours_s:.1f} frames/s, {our_params:,} params ({our_temporal:,} temporal), "
-          f"compile {ours.compile_seconds:.1f} s")
-    print(f"peer (PyTorch {torch.__version__}, diffusers UNetMotionModel, {torch.get_num_threads()} threads): "
-          f"{peer_s * 1e3:.1f} ms/step, {frames / peer_s:.1f} frames/s, {peer_params:,} params "
-          f"({peer_temporal:,} in motion modules)")
+    print(
+        f"ours (JAX, {ours.num_devices} x {ours.device_kind}): {ours_s * 1e3:.1f} ms/step, "
+        f"{frames / ours_s:.1f} frames/s, {our_params:,} params ({our_temporal:,} temporal), "
+        f"compile {ours.compile_seconds:.1f} s"
+    )
+    print(
+        f"peer (PyTorch {torch.__version__}, diffusers UNetMotionModel, {torch.get_num_threads()} threads): "
+        f"{peer_s * 1e3:.1f} ms/step, {frames / peer_s:.1f} frames/s, {peer_params:,} params "
+        f"({peer_temporal:,} in motion modules)"
+    )
     print(f"ratio ours/peer step time: {ours_s / peer_s:.2f} (below 1: ours is faster)")
     print(ARCHITECTURE_NOTES)
 

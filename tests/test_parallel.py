@@ -22,8 +22,10 @@ def _mesh_config(**sizes):
 
 
 def _mesh(data=1, fsdp=1, tensor=1, sequence=1):
-    return parallel.make_mesh(_mesh_config(data=data, fsdp=fsdp, tensor=tensor, sequence=sequence),
-                              jax.devices()[: data * fsdp * tensor * sequence])
+    return parallel.make_mesh(
+        _mesh_config(data=data, fsdp=fsdp, tensor=tensor, sequence=sequence),
+        jax.devices()[: data * fsdp * tensor * sequence],
+    )
 
 
 def test_mesh_shapes_resolve_minus_one_within_and_across_granules():
@@ -140,11 +142,20 @@ def test_cluster_detection_from_flags_tpu_and_slurm():
     with pytest.raises(ValueError, match="process_id"):
         distributed.detect_cluster("10.0.0.1:1234", 2, 2, environ={})
     assert distributed.detect_cluster(environ={"TPU_WORKER_HOSTNAMES": "a,b"}).source == "Cloud TPU"
-    srun = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NTASKS": "2", "SLURM_PROCID": "1",
-            "SLURM_LOCALID": "0"}
+    srun = {
+        "SLURM_JOB_ID": "7",
+        "SLURM_STEP_NODELIST": "n[1-2]",
+        "SLURM_NTASKS": "2",
+        "SLURM_PROCID": "1",
+        "SLURM_LOCALID": "0",
+    }
     assert distributed.detect_cluster(environ=srun).detection == "slurm"
-    batch_step = {"SLURM_JOB_ID": "4097", "SLURM_NODELIST": "gpu[003-005,9],cpu1", "SLURM_NTASKS": "4",
-                  "SLURM_PROCID": "3"}
+    batch_step = {
+        "SLURM_JOB_ID": "4097",
+        "SLURM_NODELIST": "gpu[003-005,9],cpu1",
+        "SLURM_NTASKS": "4",
+        "SLURM_PROCID": "3",
+    }
     cluster = distributed.detect_cluster(environ=batch_step)
     assert (cluster.coordinator, cluster.num_processes, cluster.process_id) == ("gpu003:61441", 4, 3)
     assert distributed.detect_cluster(environ={"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None

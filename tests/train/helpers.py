@@ -91,6 +91,8 @@ SMALL = [
     "model.block_out_channels=(8,16)",
     "model.attention_levels=(False,True)",
     "model.temporal.levels=(1,)",
+    "model.mid_block_attention=False",  # Level 1 has the spatial and temporal attention; the mid block need not.
+    "model.temporal.mid=False",
     "model.norm_num_groups=4",
     "optim.schedule=constant",  # The step then does not depend on train.num_steps: runs of any length share it.
 ]
@@ -142,7 +144,10 @@ def run_start():
 
 @functools.cache
 def train_on_mesh(mesh_name: str):
-    """(losses, final state, run parts) after SHARDED_STEPS steps of the small config on `mesh_name`."""
+    """(losses, final state, run parts) after SHARDED_STEPS steps of the small config on `mesh_name`.
+
+    Cached per mesh: test modules (and xdist workers, through the persistent compilation cache) share it.
+    """
     config = mesh_config(mesh_name)
     initial, batches, example = run_start()
     parts = build_run(config)

@@ -93,7 +93,7 @@ def test_two_processes_train_like_one_and_their_checkpoint_restores_here(tmp_pat
     assert expected.keys() == saved.keys()
     for name, want in expected.items():
         scale = max(float(np.abs(want).max()), 1e-3) if want.dtype.kind == "f" else 1.0
-        np.testing.assert_allclose(saved[name], want, rtol=0, atol=2e-5 * scale, err_msg=name)
+        np.testing.assert_allclose(saved[name], want, rtol=0, atol=5e-5 * scale, err_msg=name)
 
 
 def test_processes_with_different_configs_stop_with_the_difference_named(tmp_path):

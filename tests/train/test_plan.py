@@ -21,6 +21,7 @@ PLAN_MODEL = [
     "model.block_out_channels=(8,)",
     "model.attention_levels=(False,)",
     "model.temporal.levels=(0,)",
+    "model.temporal.mid=False",
     "mesh.fsdp=2",
     "mesh.tensor=2",
 ]

@@ -1,8 +1,8 @@
 """Sharded training on the 8 fake CPU devices equals one device; checkpoints move between meshes.
 
 Tolerances: losses agree to rtol 1e-5 and every state array (params, Adam moments, EMA) to
-atol 2e-5 times its own scale: sharding only changes the order of float32 reductions (measured:
-loss rel. diff <= 3e-7, state diff / scale <= 7e-6, largest on near-zero params Adam just moved).
+atol 5e-5 times its own scale: sharding only changes the order of float32 reductions (measured:
+loss rel. diff <= 3e-7, state diff / scale <= 1.1e-5, largest on near-zero params Adam just moved).
 """
 
 import re
@@ -29,6 +29,7 @@ from tests.train.helpers import (
 
 pytestmark = pytest.mark.slow
 
+
 @pytest.mark.parametrize("mesh_name", [name for name in MESHES if name != "1 device"])
 def test_sharded_training_matches_one_device(mesh_name):
     reference_losses, reference, _ = train_on_mesh("1 device")
@@ -40,7 +41,7 @@ def test_sharded_training_matches_one_device(mesh_name):
     worst = 0.0
     for name, want in expected.items():
         scale = max(float(np.abs(want).max()), 1e-3) if want.dtype.kind == "f" else 1.0
-        np.testing.assert_allclose(actual[name], want, rtol=0, atol=2e-5 * scale, err_msg=name)
+        np.testing.assert_allclose(actual[name], want, rtol=0, atol=5e-5 * scale, err_msg=name)
         if want.dtype.kind == "f":
             worst = max(worst, float(np.abs(actual[name] - want).max()) / scale)
     loss_diff = np.max(np.abs(np.subtract(losses, reference_losses)) / np.abs(reference_losses))
