@@ -29,6 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.num_classes = 0  # Class labels in the data (0: unconditional).
     c.data.fps = 8.0  # Nominal frame rate of a clip (used for fps conditioning).
     c.data.max_objects = 2  # Synthetic data: most shapes per clip (1..max_objects, all of the class's type).
+    c.data.shape_size = (0.10, 0.20)  # Synthetic data: range of shape radii, as fractions of the shorter side.
     c.data.global_batch_size = 8  # Clips per optimizer step, across all hosts.
     c.data.worker_count = 0  # grain worker processes per host (0: in-process).
     c.data.prefetch = 2  # Batches prefetched onto the devices ahead of the step.

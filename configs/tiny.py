@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.resolution = 32
     c.data.num_classes = 4
     c.data.max_objects = 1
+    c.data.shape_size = (0.2, 0.32)  # Large enough to tell the shapes apart at 32x32.
     c.data.global_batch_size = 4
     c.model.num_classes = 4
     c.model.block_out_channels = (16, 32, 64)

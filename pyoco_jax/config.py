@@ -16,6 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from pyoco_jax.configs import default
+from pyoco_jax.data.synthetic import check_shape_size
 from pyoco_jax.noise import PRIORS
 
 
@@ -223,6 +224,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(config.noise.alpha >= 0, "noise.alpha", f"must be >= 0 (0 is iid noise), got {config.noise.alpha}")
     _require(data.num_frames >= 1, "data.num_frames", "must be >= 1")
     _require(data.max_objects >= 1, "data.max_objects", f"must be >= 1, got {data.max_objects}")
+    try:
+        check_shape_size(data.shape_size)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config key 'data.shape_size': {err}") from None
     _validate_video_data(data)
     _check_mesh(config)
     levels = len(model.block_out_channels)

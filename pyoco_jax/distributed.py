@@ -1,7 +1,8 @@
 """Starting JAX on several hosts, and checking that every host runs the same job.
 
 `initialize` picks the cluster from the environment: explicit coordinator flags,
-Cloud TPU (JAX detects it), or SLURM (JAX's detector when `srun` set its step
+Cloud TPU (TPU chips on the PCI bus or the TPU runtime's variables; JAX then reads
+the pod's layout from the metadata server), or SLURM (JAX's detector when `srun` set its step
 variables, else the first host of `SLURM_NODELIST`). CPU processes talk over
 gloo. `check_processes_agree` compares a fingerprint of the resolved config and
 the code across processes, so a host with a stale checkout or another override
@@ -27,6 +28,7 @@ from jax.experimental import multihost_utils
 _TPU_VARIABLES = ("TPU_WORKER_HOSTNAMES", "TPU_WORKER_ID", "CLOUD_TPU_TASK_ID", "MEGASCALE_COORDINATOR_ADDRESS")
 _SLURM_STEP_VARIABLES = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 _MAX_REPORTED = 12
+_GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips; a TPU VM reached by `gcloud ssh` need not set any TPU variable.
 
 
 class ProcessMismatchError(RuntimeError):
@@ -59,16 +61,28 @@ def first_slurm_host(nodelist: str) -> str:
     return f"{prefix.strip()}{re.split(r'[,-]', ranges, maxsplit=1)[0]}{suffix.strip()}"
 
 
+def tpu_chips_present(pci_devices: str = "/sys/bus/pci/devices") -> bool:
+    """Whether this host has TPU chips (Google's PCI vendor id), without starting the TPU runtime."""
+    for vendor in pathlib.Path(pci_devices).glob("*/vendor"):
+        try:
+            if vendor.read_text().strip() == _GOOGLE_PCI_VENDOR:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def detect_cluster(
     coordinator: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
     environ: dict | None = None,
+    tpu_chips: bool | None = None,
 ) -> Cluster | None:
     """The cluster to join, or None for a plain single-process run.
 
-    Explicit arguments win (all three are needed together); then Cloud TPU, then SLURM
-    with more than one task.
+    Explicit arguments win (all three are needed together); then Cloud TPU (`tpu_chips`
+    defaults to looking at this host's PCI devices), then SLURM with more than one task.
     """
     env = os.environ if environ is None else environ
     explicit = (coordinator, num_processes, process_id)
@@ -81,7 +95,9 @@ def detect_cluster(
         if not 0 <= process_id < num_processes:
             raise ValueError(f"--process_id={process_id} must be in 0..{num_processes - 1} (--num_processes)")
         return Cluster("flags", coordinator, num_processes, process_id)
-    if any(name in env for name in _TPU_VARIABLES):
+    if tpu_chips is None:
+        tpu_chips = tpu_chips_present()
+    if tpu_chips or any(name in env for name in _TPU_VARIABLES):
         return Cluster("Cloud TPU")
     if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
         if all(name in env for name in _SLURM_STEP_VARIABLES):

@@ -45,6 +45,7 @@ def test_the_last_override_of_a_key_wins():
         ("model.in_channels=4", "model.in_channels"),
         ("model.num_classes=2", "model.num_classes"),
         ("mesh.sequence=3", "data.num_frames"),
+        ("data.shape_size=(0.3,0.2)", "data.shape_size"),
     ],
 )
 def test_bad_values_fail_naming_the_key(override, key):

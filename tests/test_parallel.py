@@ -134,7 +134,7 @@ def test_batches_split_rows_over_data_axes_and_video_frames_over_sequence():
 
 
 def test_cluster_detection_from_flags_tpu_and_slurm():
-    assert distributed.detect_cluster(environ={}) is None
+    assert distributed.detect_cluster(environ={}, tpu_chips=False) is None
     flags = distributed.detect_cluster("10.0.0.1:1234", 4, 2, environ={})
     assert (flags.coordinator, flags.num_processes, flags.process_id) == ("10.0.0.1:1234", 4, 2)
     with pytest.raises(ValueError, match="go together"):
@@ -142,6 +142,7 @@ def test_cluster_detection_from_flags_tpu_and_slurm():
     with pytest.raises(ValueError, match="process_id"):
         distributed.detect_cluster("10.0.0.1:1234", 2, 2, environ={})
     assert distributed.detect_cluster(environ={"TPU_WORKER_HOSTNAMES": "a,b"}).source == "Cloud TPU"
+    assert distributed.detect_cluster(environ={}, tpu_chips=True) == distributed.Cluster("Cloud TPU")
     srun = {
         "SLURM_JOB_ID": "7",
         "SLURM_STEP_NODELIST": "n[1-2]",
@@ -158,7 +159,8 @@ def test_cluster_detection_from_flags_tpu_and_slurm():
     }
     cluster = distributed.detect_cluster(environ=batch_step)
     assert (cluster.coordinator, cluster.num_processes, cluster.process_id) == ("gpu003:61441", 4, 3)
-    assert distributed.detect_cluster(environ={"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
+    assert distributed.detect_cluster(environ={"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}, tpu_chips=False) is None
+    assert distributed.detect_cluster(environ=batch_step, tpu_chips=False).source == "SLURM"
     assert distributed.first_slurm_host("node[001,007-015],host2") == "node001"
     assert distributed.first_slurm_host("host7,host8") == "host7"
 
@@ -170,3 +172,14 @@ def test_fingerprint_differences_name_each_key_and_process():
     assert {"code: git commit", "code: source digest", "config: mesh.rules"} <= prints[0].keys()
     assert distributed.differences(prints[:2]) == []
     assert distributed.differences(prints) == ["config: optim.learning_rate: process 0 has 0.001, process 2 has 0.5"]
+
+
+def test_tpu_chips_are_found_by_the_pci_vendor_id(tmp_path):
+    for name, vendor in [("0000:00:04.0", "0x1af4"), ("0000:00:05.0", "0x8086")]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "vendor").write_text(vendor + "\n")
+    assert not distributed.tpu_chips_present(str(tmp_path))
+    (tmp_path / "0000:00:06.0").mkdir()
+    (tmp_path / "0000:00:06.0" / "vendor").write_text("0x1ae0\n")
+    assert distributed.tpu_chips_present(str(tmp_path))
+    assert not distributed.tpu_chips_present(str(tmp_path / "absent"))

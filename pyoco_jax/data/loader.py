@@ -74,6 +74,7 @@ def make_source(data_config: ml_collections.ConfigDict, *, seed: int = 0) -> Ran
             num_classes=data_config.num_classes,
             fps=data_config.fps,
             max_objects=data_config.max_objects,
+            shape_size=tuple(data_config.shape_size),
             seed=seed,
         )
     if name in VIDEO_SOURCES:

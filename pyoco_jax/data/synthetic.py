@@ -40,6 +40,16 @@ class Scene:
     background: np.ndarray  # (H, W, 3) in [0, 1]
 
 
+def check_shape_size(shape_size: tuple[float, float]) -> None:
+    """A shape's size (its circle's radius) is drawn from this range, as fractions of the frame's shorter side."""
+    low, high = shape_size
+    if not 0.0 < low <= high <= 0.4:
+        raise ValueError(
+            f"shape_size={tuple(shape_size)} must be (low, high) with 0 < low <= high <= 0.4 (fractions of the "
+            "frame's shorter side; larger shapes cannot move without leaving the frame)"
+        )
+
+
 class SyntheticVideoSource:
     """Random-access source of moving-shape clips (grain `RandomAccessDataSource`).
 
@@ -56,6 +66,7 @@ class SyntheticVideoSource:
         num_classes: int = 0,
         fps: float = 8.0,
         max_objects: int = 2,
+        shape_size: tuple[float, float] = (0.10, 0.20),
         seed: int = 0,
     ):
         height, width = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
@@ -71,12 +82,14 @@ class SyntheticVideoSource:
             )
         if max_objects < 1:
             raise ValueError(f"max_objects must be >= 1, got {max_objects}")
+        check_shape_size(shape_size)
         self.num_examples = num_examples
         self.num_frames = num_frames
         self.height, self.width = height, width
         self.num_classes = num_classes
         self.fps = float(fps)
         self.max_objects = max_objects
+        self.shape_size = tuple(float(v) for v in shape_size)
         self.seed = seed
 
     def __len__(self) -> int:
@@ -86,7 +99,7 @@ class SyntheticVideoSource:
         return (
             f"SyntheticVideoSource(num_examples={self.num_examples}, num_frames={self.num_frames}, "
             f"resolution=({self.height}, {self.width}), num_classes={self.num_classes}, fps={self.fps}, "
-            f"max_objects={self.max_objects}, seed={self.seed})"
+            f"max_objects={self.max_objects}, shape_size={self.shape_size}, seed={self.seed})"
         )
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
@@ -112,7 +125,7 @@ class SyntheticVideoSource:
             kind = SHAPES[rng.integers(len(SHAPES))]
         count = int(rng.integers(1, self.max_objects + 1))
         shapes = (kind,) * count
-        sizes = np.maximum(rng.uniform(0.10, 0.20, count) * side, 1.5)
+        sizes = np.maximum(rng.uniform(*self.shape_size, count) * side, 1.5)
         bounds = sizes * _BOUND[kind]
         lo, hi = bounds[:, None], np.array([self.width, self.height], np.float64)[None] - bounds[:, None]
         start = rng.uniform(lo, np.maximum(hi, lo))

@@ -30,9 +30,13 @@ def _warn_once(message: str) -> None:
 def xla_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None = None, causal: bool = False
 ) -> jax.Array:
-    """Reference attention on (batch, length, heads, head_dim) arrays; logits and softmax in float32."""
+    """Reference attention on (batch, length, heads, head_dim) arrays; softmax in float32.
+
+    The logits matmul runs in the inputs' dtype and is cast after: its backward then stays in
+    that dtype too (asking the einsum for float32 output would make both gradient matmuls float32).
+    """
     scale = 1.0 / math.sqrt(q.shape[-1])
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
     if causal:

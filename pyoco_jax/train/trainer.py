@@ -5,7 +5,6 @@ workdir it resumes from the latest checkpoint and continues exactly as if it
 had never stopped. SIGTERM (preemption) saves a checkpoint and exits cleanly.
 """
 
-import signal
 import time
 
 import jax
@@ -19,26 +18,12 @@ from pyoco_jax.train.checkpoint import Checkpointer, abstract_like
 from pyoco_jax.train.latent_io import sample_conditioning
 from pyoco_jax.train.metrics import MetricLogger, Throughput
 from pyoco_jax.train.optimizer import learning_rate_schedule
+from pyoco_jax.train.preemption import PreemptionWatch
 from pyoco_jax.train.sampling import make_sampler, sample_videos, write_videos
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised when the loss stayed non-finite for `optim.max_nonfinite_steps` steps in a row."""
-
-
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks between steps."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: saving a checkpoint and exiting.")
-        self.requested = True
-
-    def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -82,7 +67,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
     logger = MetricLogger(workdir, start_step, num_steps, enabled=is_main)
     throughput = Throughput(config.data.global_batch_size * config.data.num_frames)
-    preemption = _Preemption()
+    preemption = PreemptionWatch()
     last_metrics: dict[str, float] = {}
     pending = None
     step = start_step
@@ -114,7 +99,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         return values
 
     try:
-        while step < num_steps and not preemption.requested:
+        while step < num_steps:
             wait_start = time.perf_counter()
             batch = next(loader)
             throughput.record(time.perf_counter() - wait_start)
@@ -131,6 +116,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             logger.advance(step, last_metrics.get("loss"))
             if step % config.train.checkpoint_every == 0 and step < num_steps:
                 save(step)
+            if preemption.should_stop(step):
+                break
             if config.train.sample_every and step % config.train.sample_every == 0 and step < num_steps:
                 sample(step)
         if pending is not None:
@@ -140,7 +127,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             sample(step)
         checkpointer.wait()
     finally:
-        preemption.restore()
+        preemption.close()
         checkpointer.close()
         loader.close()
         logger.close()

@@ -62,6 +62,19 @@ def test_invalid_settings_are_rejected():
         SyntheticVideoSource(10, 4, 32, num_classes=len(SHAPES) + 1)
     with pytest.raises(ValueError, match="resolution"):
         SyntheticVideoSource(10, 4, 2)
+    with pytest.raises(ValueError, match="shape_size"):
+        SyntheticVideoSource(10, 4, 32, shape_size=(0.2, 0.5))
+
+
+def test_shape_sizes_follow_the_configured_range():
+    large = SyntheticVideoSource(100, 4, (40, 56), max_objects=3, shape_size=(0.25, 0.3))
+    sizes = np.concatenate([large.scene(i).sizes for i in range(len(large))])
+    assert sizes.min() >= 0.25 * 40 and sizes.max() <= 0.3 * 40
+    assert sizes.max() - sizes.min() > 1.0  # Drawn from the range, not one value.
+    for index in range(0, 100, 9):  # Still inside the frame while they move.
+        scene = large.scene(index)
+        x, y, r = scene.centres[..., 0], scene.centres[..., 1], scene.bounds[:, None]
+        assert (x - r >= 0).all() and (x + r <= 56).all() and (y - r >= 0).all() and (y + r <= 40).all(), index
 
 
 def _data_config(**changes) -> ml_collections.ConfigDict:

@@ -1,18 +1,6 @@
-"""Imports the launchers by path: launch/ holds scripts run as `python launch/tpu.py`, not a package."""
+"""The launchers as modules: launch/ holds scripts run as `python launch/tpu.py`, and sweep.py loads its siblings."""
 
-import importlib.util
-import pathlib
-import sys
-import types
+from launch.sweep import REPO, load_launcher
 
-REPO = pathlib.Path(__file__).parents[2]
-
-
-def load(name: str) -> types.ModuleType:
-    module_name = f"launch_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, REPO / "launch" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # dataclasses look their module up while the file executes
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
+load = load_launcher
+__all__ = ["REPO", "load"]

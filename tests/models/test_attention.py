@@ -66,3 +66,17 @@ def test_unknown_backend_is_an_error():
     q, k, v, _ = _qkv()
     with pytest.raises(ValueError, match="attention_backend"):
         attention_lib.attention(q, k, v, backend="flash")
+
+
+def test_bfloat16_attention_runs_every_matmul_in_bfloat16_forward_and_backward():
+    """Only the softmax is float32: a float32 matmul in the backward would double its cost on accelerators."""
+    q, k, v = (jax.numpy.asarray(a, jax.numpy.bfloat16) for a in _qkv()[:3])
+
+    def loss(q, k, v):
+        return attention_lib.xla_attention(q, k, v, causal=True).astype(np.float32).sum()
+
+    jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
+    dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert len(dots) == 6  # Two forward, four backward.
+    for eqn in dots:
+        assert [var.aval.dtype for var in eqn.invars] == [jax.numpy.bfloat16] * 2, eqn

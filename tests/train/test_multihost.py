@@ -8,8 +8,10 @@ test_sharded), and the checkpoint restores in this single process.
 
 import json
 import os
+import signal
 import socket
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -41,15 +43,15 @@ RUN = [
 ]
 
 
-def _launch(workdir, per_process: list[list[str]], timeout: float = 600) -> list[tuple[int, str, str]]:
-    """Runs one pyoco-train process per override list, joined into one run; (returncode, stdout, stderr) each."""
+def _start(workdir, per_process: list[list[str]]) -> list[subprocess.Popen]:
+    """One pyoco-train process per override list, joined into one run over a free local port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{probe.getsockname()[1]}"
     env = single_device_env()
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count=4 {QUICK_COMPILE_FLAG}"
     flags = [f"--coordinator={address}", f"--num_processes={len(per_process)}"]
-    processes = [
+    return [
         subprocess.Popen(
             [*small_train_command(workdir, *overrides), *flags, f"--process_id={index}"],
             env=env,
@@ -59,6 +61,10 @@ def _launch(workdir, per_process: list[list[str]], timeout: float = 600) -> list
         )
         for index, overrides in enumerate(per_process)
     ]
+
+
+def _finish(processes: list[subprocess.Popen], timeout: float = 600) -> list[tuple[int, str, str]]:
+    """(returncode, stdout, stderr) of each process; any still running at the timeout is killed."""
     results = []
     try:
         for process in processes:
@@ -69,6 +75,10 @@ def _launch(workdir, per_process: list[list[str]], timeout: float = 600) -> list
             if process.poll() is None:
                 process.kill()
     return results
+
+
+def _launch(workdir, per_process: list[list[str]], timeout: float = 600) -> list[tuple[int, str, str]]:
+    return _finish(_start(workdir, per_process), timeout)
 
 
 def test_two_processes_train_like_one_and_their_checkpoint_restores_here(tmp_path):
@@ -103,3 +113,23 @@ def test_processes_with_different_configs_stop_with_the_difference_named(tmp_pat
         assert "disagree" in err and "optim.learning_rate" in err and "process 1 has 0.002" in err, err[-3000:]
         assert "Traceback" not in err
     assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_sigterm_to_one_process_stops_every_process_at_the_same_step(tmp_path):
+    """Preemption notices reach hosts one by one; all must save the same step, or the rest would hang."""
+    long_run = [*MESH, *RUN, "train.num_steps=100000", "train.log_every=1"]
+    processes = _start(tmp_path, [long_run] * 2)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 400
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        assert all(p.poll() is None for p in processes), _finish(processes)[0][2][-4000:]
+        assert time.time() < deadline, "timed out waiting for training"
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGTERM)
+    results = _finish(processes, timeout=300)
+    for code, _, err in results:
+        assert code == 0, err[-4000:]
+    (saved,) = checkpoint_steps(tmp_path)
+    assert 2 <= saved < 100000
+    for _, _, err in results:
+        assert f"every process saves step {saved} and exits" in err, err[-3000:]
