@@ -23,6 +23,12 @@ _EMA = flags.DEFINE_bool("ema", True, "Sample with the EMA params (else the raw 
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "Text prompt (text-to-video models); repeat for one video each.")
 _OVERRIDES = flags.DEFINE_multi_string("set", [], "Config overrides key=value, e.g. --set vae.path=SD (moved files).")
 _OUT = flags.DEFINE_string("out", None, "Output .mp4, local or gs:// (a .gif of the same grid is written next to it).")
+_SHAPE_ACCURACY = flags.DEFINE_bool(
+    "shape_accuracy",
+    False,
+    "Synthetic-shapes models: also print the fraction of clips that a classifier, trained on the dataset's "
+    "own clips, names as the requested shape.",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -34,7 +40,7 @@ def main(argv: list[str]) -> None:
     from pyoco_jax.config import apply_overrides
     from pyoco_jax.diffusion import make_formulation
     from pyoco_jax.train.latent_io import encode_text, is_latent, make_latent_decoder
-    from pyoco_jax.train.sampling import make_sampler, sample_videos, write_videos
+    from pyoco_jax.train.sampling import default_labels, make_sampler, sample_videos, write_videos
     from pyoco_jax.train.state import split_model
     from pyoco_jax.train.weights import CheckpointNotFoundError, checkpoint_weights, model_from_weights
 
@@ -73,6 +79,22 @@ def main(argv: list[str]) -> None:
     )
     paths = write_videos(videos, _OUT.value, config.sample.fps)
     logging.info("Sampled %d videos from step %d: %s", num, step, ", ".join(map(str, paths)))
+    if _SHAPE_ACCURACY.value:
+        _report_shape_accuracy(config, videos, default_labels(config, num) if labels is None else labels)
+
+
+def _report_shape_accuracy(config, videos: np.ndarray, labels: np.ndarray | None) -> None:
+    from pyoco_jax.data.loader import make_source
+    from pyoco_jax.evaluate.shape_accuracy import shape_accuracy, train_shape_classifier
+
+    if config.data.source != "synthetic" or labels is None:
+        sys.exit("pyoco-sample: --shape_accuracy needs a class-conditional model of the synthetic shapes.")
+    classifier = train_shape_classifier(make_source(config.data, seed=config.seed + 1))
+    accuracy = shape_accuracy(classifier, videos, labels)
+    print(
+        f"shape accuracy: {accuracy:.1%} of {len(labels)} clips show the requested shape (chance "
+        f"{1 / config.model.num_classes:.0%}; the classifier scores {classifier.held_out_accuracy:.1%} on real frames)"
+    )
 
 
 def run() -> None:

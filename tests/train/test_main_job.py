@@ -1,6 +1,7 @@
 """The README's main job in small: train, watch the loss fall, then sample an mp4 from the checkpoint."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -31,7 +32,8 @@ def test_loss_falls_and_outputs_are_written(tmp_path):
 
     out = tmp_path / "cli_sample.mp4"
     command = [sys.executable, "-m", "pyoco_jax.cli.sample", f"--workdir={tmp_path}", f"--out={out}"]
-    run([*command, "--num=2", "--steps=2", "--label=1", "--guidance=2.0"])
+    printed = run([*command, "--num=2", "--steps=2", "--label=1", "--guidance=2.0", "--shape_accuracy"]).stdout
+    assert re.search(r"shape accuracy: \d+\.\d% of 2 clips show the requested shape \(chance 25%", printed), printed
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
