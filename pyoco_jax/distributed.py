@@ -28,7 +28,10 @@ from jax.experimental import multihost_utils
 _TPU_VARIABLES = ("TPU_WORKER_HOSTNAMES", "TPU_WORKER_ID", "CLOUD_TPU_TASK_ID", "MEGASCALE_COORDINATOR_ADDRESS")
 _SLURM_STEP_VARIABLES = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 _MAX_REPORTED = 12
-_GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips; a TPU VM reached by `gcloud ssh` need not set any TPU variable.
+# TPU chips on the PCI bus: a TPU VM reached by `gcloud ssh` need not set any TPU variable. The
+# device id matters: Google's virtual NIC (gVNIC) on ordinary GCE VMs has the same vendor id.
+_GOOGLE_PCI_VENDOR = "0x1ae0"
+_TPU_PCI_DEVICES = frozenset({"0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f", "0x0076"})  # v3 .. 7x
 
 
 class ProcessMismatchError(RuntimeError):
@@ -62,13 +65,18 @@ def first_slurm_host(nodelist: str) -> str:
 
 
 def tpu_chips_present(pci_devices: str = "/sys/bus/pci/devices") -> bool:
-    """Whether this host has TPU chips (Google's PCI vendor id), without starting the TPU runtime."""
-    for vendor in pathlib.Path(pci_devices).glob("*/vendor"):
+    """Whether this host has TPU chips (by PCI vendor and device id), without starting the TPU runtime."""
+    root = pathlib.Path(pci_devices)
+    if not root.is_dir():
+        return False
+    for device in root.iterdir():
         try:
-            if vendor.read_text().strip() == _GOOGLE_PCI_VENDOR:
-                return True
+            vendor = (device / "vendor").read_text().strip()
+            model = (device / "device").read_text().strip()
         except OSError:
             continue
+        if vendor == _GOOGLE_PCI_VENDOR and model in _TPU_PCI_DEVICES:
+            return True
     return False
 
 

@@ -174,12 +174,16 @@ def test_fingerprint_differences_name_each_key_and_process():
     assert distributed.differences(prints) == ["config: optim.learning_rate: process 0 has 0.001, process 2 has 0.5"]
 
 
-def test_tpu_chips_are_found_by_the_pci_vendor_id(tmp_path):
-    for name, vendor in [("0000:00:04.0", "0x1af4"), ("0000:00:05.0", "0x8086")]:
+def test_tpu_chips_are_found_by_pci_vendor_and_device_id(tmp_path):
+    def add(name, vendor, device):
         (tmp_path / name).mkdir()
         (tmp_path / name / "vendor").write_text(vendor + "\n")
+        (tmp_path / name / "device").write_text(device + "\n")
+
+    add("0000:00:04.0", "0x1af4", "0x1000")  # virtio
+    add("0000:00:05.0", "0x1ae0", "0x0042")  # Google's gVNIC: same vendor, not a TPU
+    (tmp_path / "0000:00:07.0").mkdir()  # No readable ids.
     assert not distributed.tpu_chips_present(str(tmp_path))
-    (tmp_path / "0000:00:06.0").mkdir()
-    (tmp_path / "0000:00:06.0" / "vendor").write_text("0x1ae0\n")
+    add("0000:00:06.0", "0x1ae0", "0x0062")  # TPU v5p
     assert distributed.tpu_chips_present(str(tmp_path))
     assert not distributed.tpu_chips_present(str(tmp_path / "absent"))
