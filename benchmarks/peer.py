@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 
-from benchmarks.train_step import StepTiming, set_cpu_devices, time_train_step
+from benchmarks.train_step import StepTiming, parse_with_overrides, set_cpu_devices, step_parser, time_train_step
 
 ARCHITECTURE_NOTES = """How the two differ at the same sizes:
   - Temporal layers: ours is LayerNorm + one multi-head self-attention across frames with a zero-init output
@@ -32,18 +32,10 @@ ARCHITECTURE_NOTES = """How the two differ at the same sizes:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser = step_parser(__doc__, default_steps=5)
     parser.add_argument("--context_tokens", type=int, default=8)
     parser.add_argument("--context_dim", type=int, default=32)
-    parser.add_argument("--cpu_devices", type=int, default=0, help="our host devices (default: cores dividing B)")
-    args, rest = parser.parse_known_args(argv)
-    unknown = [item for item in rest if not item.startswith("--config.")]
-    if unknown:
-        parser.error(f"unknown arguments {unknown}; config overrides look like --config.key=value")
-    return args, rest
+    return parse_with_overrides(parser, argv)
 
 
 def comparable_config(config, context_dim: int, on_gpu: bool):

@@ -20,19 +20,29 @@ import sys
 import time
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """Known flags, and the --config.key=value overrides."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def step_parser(description: str, default_steps: int) -> argparse.ArgumentParser:
+    """The flags every training-step benchmark takes; callers add their own."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="config file, e.g. configs/tiny.py")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--steps", type=int, default=default_steps, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
     parser.add_argument("--cpu_devices", type=int, default=0, help="host devices (default: one per core dividing B)")
-    parser.add_argument("--peak_tflops", type=float, default=0.0, help="per-device peak for MFU where none is known")
+    return parser
+
+
+def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Known flags, and the --config.key=value overrides; anything else is an error."""
     args, rest = parser.parse_known_args(argv)
     unknown = [item for item in rest if not item.startswith("--config.")]
     if unknown:
         parser.error(f"unknown arguments {unknown}; config overrides look like --config.key=value")
     return args, rest
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = step_parser(__doc__, default_steps=10)
+    parser.add_argument("--peak_tflops", type=float, default=0.0, help="per-device peak for MFU where none is known")
+    return parse_with_overrides(parser, argv)
 
 
 def set_cpu_devices(count: int) -> None:

@@ -50,6 +50,8 @@ def main(argv: list[str]) -> None:
         sys.exit(f"pyoco-sample: {err}")
     if _OVERRIDES.value:
         config = apply_overrides(config, _OVERRIDES.value)
+    if _SHAPE_ACCURACY.value and (config.data.source != "synthetic" or config.model.num_classes == 0):
+        sys.exit("pyoco-sample: --shape_accuracy needs a class-conditional model of the synthetic shapes.")
     if _LABEL.value is not None and not 0 <= _LABEL.value < max(config.model.num_classes, 1):
         sys.exit(f"pyoco-sample: --label must be in [0, {config.model.num_classes}) for this model.")
     prompts = list(_PROMPT.value)
@@ -83,12 +85,10 @@ def main(argv: list[str]) -> None:
         _report_shape_accuracy(config, videos, default_labels(config, num) if labels is None else labels)
 
 
-def _report_shape_accuracy(config, videos: np.ndarray, labels: np.ndarray | None) -> None:
+def _report_shape_accuracy(config, videos: np.ndarray, labels: np.ndarray) -> None:
     from pyoco_jax.data.loader import make_source
     from pyoco_jax.evaluate.shape_accuracy import shape_accuracy, train_shape_classifier
 
-    if config.data.source != "synthetic" or labels is None:
-        sys.exit("pyoco-sample: --shape_accuracy needs a class-conditional model of the synthetic shapes.")
     classifier = train_shape_classifier(make_source(config.data, seed=config.seed + 1))
     accuracy = shape_accuracy(classifier, videos, labels)
     print(

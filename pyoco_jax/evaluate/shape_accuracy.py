@@ -68,8 +68,9 @@ def _to_float(frames: np.ndarray) -> jax.Array:
 
 
 def _frames_and_labels(source: SyntheticVideoSource, indices: range) -> tuple[np.ndarray, np.ndarray]:
-    videos = [source[i]["video"] for i in indices]
-    labels = [np.full(len(v), source[i]["label"]) for v, i in zip(videos, indices, strict=True)]
+    elements = [source[i] for i in indices]  # Each clip rendered once.
+    videos = [element["video"] for element in elements]
+    labels = [np.full(len(element["video"]), element["label"]) for element in elements]
     return np.concatenate(videos), np.concatenate(labels)
 
 

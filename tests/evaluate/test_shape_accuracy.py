@@ -16,7 +16,8 @@ def _classifier():
 
 
 def _clips(indices) -> tuple[np.ndarray, np.ndarray]:
-    return np.stack([SOURCE[i]["video"] for i in indices]), np.array([SOURCE[i]["label"] for i in indices])
+    elements = [SOURCE[i] for i in indices]
+    return np.stack([e["video"] for e in elements]), np.array([e["label"] for e in elements])
 
 
 def test_real_clips_are_named_and_wrong_labels_are_not():
