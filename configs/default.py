@@ -120,6 +120,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.accum_steps = 1  # Micro-batches per optimizer step (gradient accumulation).
     c.optim.ema_decay = 0.999  # EMA of params, updated inside the step (0: off).
     c.optim.trainable = ""  # Regex over param paths; only matches train ("": everything).
+    c.optim.lr_scale = 1.0  # Learning-rate factor for the params that lr_scale_pattern matches.
+    c.optim.lr_scale_pattern = "temporal"  # Regex over param paths (default: the new temporal layers).
     c.optim.max_nonfinite_steps = 10  # Stop after this many non-finite losses in a row.
     c.optim.label_drop_rate = 0.1  # Drop class/text conditioning for classifier-free guidance.
 

@@ -9,6 +9,7 @@ combinations raise `ConfigError` naming the key to change.
 
 import ast
 import os
+import re
 from collections.abc import Sequence
 
 import ml_collections
@@ -275,6 +276,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f"{data.global_batch_size} is not divisible by optim.accum_steps {optim.accum_steps}",
     )
     _require(0.0 <= optim.ema_decay < 1.0, "optim.ema_decay", "must be in [0, 1)")
+    _require(optim.lr_scale > 0.0, "optim.lr_scale", f"must be > 0, got {optim.lr_scale}")
+    try:
+        re.compile(optim.lr_scale_pattern)
+    except re.error as err:
+        raise ConfigError(
+            f"config key 'optim.lr_scale_pattern': {optim.lr_scale_pattern!r} is not a regex ({err})"
+        ) from None
     _require(0.0 <= optim.label_drop_rate <= 1.0, "optim.label_drop_rate", "must be in [0, 1]")
     _require(config.sample.num_steps >= 1, "sample.num_steps", "must be >= 1")
     return config

@@ -17,7 +17,7 @@ from pyoco_jax import parallel
 from pyoco_jax.config import ConfigError
 from pyoco_jax.diffusion import make_formulation
 from pyoco_jax.models.unet import VideoUNet
-from pyoco_jax.train.optimizer import make_optimizer
+from pyoco_jax.train.optimizer import make_optimizer, path_mask
 from pyoco_jax.train.state import TrainState, create_train_state, split_model
 from pyoco_jax.train.step import make_train_step
 
@@ -46,7 +46,17 @@ def build_run(config: ml_collections.ConfigDict) -> RunParts:
     graphdef, _, _ = split_model(abstract_model, config.optim.trainable)
     parts = RunParts(graphdef, make_formulation(config.diffusion), optimizer, None)
     abstract_state = jax.eval_shape(lambda: parts.init_state(config))
+    _check_lr_scale_pattern(config.optim, abstract_state.params)
     return dataclasses.replace(parts, abstract_state=abstract_state)
+
+
+def _check_lr_scale_pattern(optim: ml_collections.ConfigDict, params: nnx.State) -> None:
+    if optim.lr_scale != 1.0 and not any(jax.tree.leaves(path_mask(optim.lr_scale_pattern)(params))):
+        raise ConfigError(
+            f"optim.lr_scale={optim.lr_scale} applies to no trained parameter: optim.lr_scale_pattern="
+            f"{optim.lr_scale_pattern!r} matches no path; check the regex (paths look like "
+            "'down_blocks/1/temporal_attentions/0/attn/to_out/kernel')."
+        )
 
 
 def check_batch(config: ml_collections.ConfigDict, mesh: Mesh) -> None:

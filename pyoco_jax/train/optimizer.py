@@ -1,5 +1,7 @@
 """Learning-rate schedule and AdamW, built from `config.optim`."""
 
+import re
+
 import jax
 import ml_collections
 import optax
@@ -18,15 +20,37 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> 
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
 
 
-def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
-    """AdamW (weight decay on matrices and kernels only) after global-norm clipping."""
-    adamw = optax.adamw(
-        learning_rate_schedule(optim, num_steps),
-        b1=optim.b1,
-        b2=optim.b2,
-        weight_decay=optim.weight_decay,
-        mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params),
+def param_path(path: tuple) -> str:
+    """A param's pytree path as `a/b/0/c` (the Variable's own `.value` left out), the form `optim` regexes match."""
+    names = (getattr(key, "key", getattr(key, "idx", None)) for key in path)
+    return "/".join(str(name) for name in names if name is not None)
+
+
+def path_mask(pattern: str):
+    """A mask function for `optax.masked`: True at the leaves whose path matches `pattern`."""
+    regex = re.compile(pattern)
+    return lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: regex.search(param_path(path)) is not None, params
     )
+
+
+def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+    """AdamW (weight decay on matrices and kernels only) after global-norm clipping.
+
+    Params matching `optim.lr_scale_pattern` take `optim.lr_scale` times the step: new layers (the
+    temporal ones) can learn faster than the image weights they sit between.
+    """
+    parts = [
+        optax.adamw(
+            learning_rate_schedule(optim, num_steps),
+            b1=optim.b1,
+            b2=optim.b2,
+            weight_decay=optim.weight_decay,
+            mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params),
+        )
+    ]
     if optim.grad_clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), adamw)
-    return adamw
+        parts.insert(0, optax.clip_by_global_norm(optim.grad_clip_norm))
+    if optim.lr_scale != 1.0:
+        parts.append(optax.masked(optax.scale(optim.lr_scale), path_mask(optim.lr_scale_pattern)))
+    return optax.chain(*parts)

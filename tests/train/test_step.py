@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from pyoco_jax.config import ConfigError
 from pyoco_jax.train.build import build_run
+from pyoco_jax.train.optimizer import param_path
 from pyoco_jax.train.step import ema_decay, example_keys, make_loss_and_grads, make_train_step
 from tests.train.helpers import fast_config
 
@@ -72,6 +74,30 @@ def test_regex_freezing_leaves_frozen_params_bit_identical():
         np.testing.assert_array_equal(a, b)
     pairs = zip(jax.tree.leaves(initial.params), jax.tree.leaves(state.params), strict=True)
     assert any(not np.array_equal(a, b) for a, b in pairs)
+
+
+def test_lr_scale_multiplies_the_update_of_matching_params_only():
+    base = ("optim.warmup_steps=0",)
+    _, initial, _ = _compiled(*base)
+    plain, _ = _run_steps(base, num_steps=1)
+    scaled, _ = _run_steps((*base, "optim.lr_scale=10.0", "optim.lr_scale_pattern=temporal"), num_steps=1)
+    matched = 0
+    leaves = (jax.tree_util.tree_leaves_with_path(t.params) for t in (initial, plain, scaled))
+    for (path, p0), (_, p1), (_, p2) in zip(*leaves, strict=True):
+        step_plain, step_scaled = np.asarray(p1 - p0), np.asarray(p2 - p0)
+        if "temporal" in param_path(path):
+            matched += 1
+            np.testing.assert_allclose(step_scaled, 10.0 * step_plain, rtol=1e-4, atol=1e-9)
+        else:
+            np.testing.assert_array_equal(step_scaled, step_plain)
+    assert matched > 0
+
+
+def test_lr_scale_pattern_that_matches_nothing_fails_before_compiling():
+    with pytest.raises(ConfigError, match="matches no path"):
+        build_run(fast_config("optim.lr_scale=3.0", "optim.lr_scale_pattern=no_such_layer"))
+    with pytest.raises(ConfigError, match="not a regex"):
+        fast_config("optim.lr_scale_pattern=temporal(")
 
 
 def test_non_finite_loss_skips_the_update_and_counts():
