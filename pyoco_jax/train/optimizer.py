@@ -6,6 +6,8 @@ import jax
 import ml_collections
 import optax
 
+from pyoco_jax.train.state import param_path
+
 
 def learning_rate_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
     """Linear warmup to `learning_rate`, then constant or cosine decay to `end_learning_rate_factor`."""
@@ -18,12 +20,6 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> 
     if warmup == 0:
         return after
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
-
-
-def param_path(path: tuple) -> str:
-    """A param's pytree path as `a/b/0/c` (the Variable's own `.value` left out), the form `optim` regexes match."""
-    names = (getattr(key, "key", getattr(key, "idx", None)) for key in path)
-    return "/".join(str(name) for name in names if name is not None)
 
 
 def path_mask(pattern: str):
@@ -40,7 +36,8 @@ def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Gr
     Params matching `optim.lr_scale_pattern` take `optim.lr_scale` times the step: new layers (the
     temporal ones) can learn faster than the image weights they sit between.
     """
-    parts = [
+    parts = [optax.clip_by_global_norm(optim.grad_clip_norm)] if optim.grad_clip_norm > 0 else []
+    parts.append(
         optax.adamw(
             learning_rate_schedule(optim, num_steps),
             b1=optim.b1,
@@ -48,9 +45,7 @@ def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Gr
             weight_decay=optim.weight_decay,
             mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params),
         )
-    ]
-    if optim.grad_clip_norm > 0:
-        parts.insert(0, optax.clip_by_global_norm(optim.grad_clip_norm))
+    )
     if optim.lr_scale != 1.0:
         parts.append(optax.masked(optax.scale(optim.lr_scale), path_mask(optim.lr_scale_pattern)))
     return optax.chain(*parts)

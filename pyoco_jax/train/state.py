@@ -26,6 +26,18 @@ class TrainState:
     nonfinite_total: jax.Array
 
 
+def param_path(path: tuple) -> str:
+    """A param's path as `a/b/0/c`: the string every `optim` regex matches.
+
+    Takes NNX paths (str and int) and JAX key paths alike, so `optim.trainable` (an NNX filter) and
+    `optim.lr_scale_pattern` (an optax mask) name params the same way; a Variable's `.value` is left out.
+    """
+    names = (
+        getattr(key, "key", getattr(key, "idx", key)) for key in path if not isinstance(key, jax.tree_util.GetAttrKey)
+    )
+    return "/".join(map(str, names))
+
+
 def trainable_filter(pattern: str):
     """An NNX filter for the Params whose path matches `pattern` (all Params if empty)."""
     if not pattern:
@@ -33,7 +45,7 @@ def trainable_filter(pattern: str):
     regex = re.compile(pattern)
 
     def matches(path, value) -> bool:
-        return isinstance(value, nnx.Param) and regex.search("/".join(map(str, path))) is not None
+        return isinstance(value, nnx.Param) and regex.search(param_path(path)) is not None
 
     return matches
 

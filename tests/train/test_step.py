@@ -9,7 +9,7 @@ import pytest
 
 from pyoco_jax.config import ConfigError
 from pyoco_jax.train.build import build_run
-from pyoco_jax.train.optimizer import param_path
+from pyoco_jax.train.state import param_path
 from pyoco_jax.train.step import ema_decay, example_keys, make_loss_and_grads, make_train_step
 from tests.train.helpers import fast_config
 
