@@ -27,7 +27,7 @@ _SHAPE_ACCURACY = flags.DEFINE_bool(
     "shape_accuracy",
     False,
     "Synthetic-shapes models: also print the fraction of clips that a classifier, trained on the dataset's "
-    "own clips, names as the requested shape.",
+    "own clips, names as the requested shape, and how much the shapes' colour drifts between frames.",
 )
 
 
@@ -87,13 +87,20 @@ def main(argv: list[str]) -> None:
 
 def _report_shape_accuracy(config, videos: np.ndarray, labels: np.ndarray) -> None:
     from pyoco_jax.data.loader import make_source
+    from pyoco_jax.evaluate.colour_drift import colour_drift
     from pyoco_jax.evaluate.shape_accuracy import shape_accuracy, train_shape_classifier
 
-    classifier = train_shape_classifier(make_source(config.data, seed=config.seed + 1))
+    source = make_source(config.data, seed=config.seed + 1)
+    classifier = train_shape_classifier(source)
     accuracy = shape_accuracy(classifier, videos, labels)
     print(
         f"shape accuracy: {accuracy:.1%} of {len(labels)} clips show the requested shape (chance "
         f"{1 / config.model.num_classes:.0%}; the classifier scores {classifier.held_out_accuracy:.1%} on real frames)"
+    )
+    real = np.stack([source[i]["video"] for i in range(min(len(source), len(labels)))])
+    print(
+        f"colour drift: {colour_drift(videos):.3f} (mean RGB distance of a frame's shape colour from its clip's "
+        f"average; real clips {colour_drift(real):.3f})"
     )
 
 

@@ -34,6 +34,7 @@ def test_loss_falls_and_outputs_are_written(tmp_path):
     command = [sys.executable, "-m", "pyoco_jax.cli.sample", f"--workdir={tmp_path}", f"--out={out}"]
     printed = run([*command, "--num=2", "--steps=2", "--label=1", "--guidance=2.0", "--shape_accuracy"]).stdout
     assert re.search(r"shape accuracy: \d+\.\d% of 2 clips show the requested shape \(chance 25%", printed), printed
+    assert re.search(r"colour drift: \d\.\d{3} .*; real clips 0\.00\d\)", printed), printed
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
