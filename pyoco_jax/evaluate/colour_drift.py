@@ -20,9 +20,7 @@ def object_colours(videos: np.ndarray, fraction: float = 0.05) -> np.ndarray:
         raise ValueError(f"expected (clips, frames, height, width, 3) RGB videos, got shape {videos.shape}")
     frames = videos.astype(np.float32) / 255.0
     clips, count, height, width, _ = frames.shape
-    border = np.concatenate(
-        [frames[:, :, 0], frames[:, :, -1], frames[:, :, 1:-1, 0], frames[:, :, 1:-1, -1]], axis=2
-    )
+    border = np.concatenate([frames[:, :, 0], frames[:, :, -1], frames[:, :, 1:-1, 0], frames[:, :, 1:-1, -1]], axis=2)
     background = np.median(border, axis=2)[:, :, None, None]
     pixels = frames.reshape(clips, count, height * width, 3)
     distance = np.linalg.norm(frames - background, axis=-1).reshape(clips, count, -1)
