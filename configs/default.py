@@ -54,6 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.noise.prior = "progressive"  # iid | mixed | progressive
     c.noise.alpha = 2.0  # Correlation strength a >= 0 (0 is iid). Mixed: 1.0 is common.
     c.noise.in_sampling = True  # Also use the prior for sampling's initial and injected noise.
+    # Alpha of sampling's noise (< 0: noise.alpha). Training with a weaker correlation than sampling makes
+    # the temporal layers learn to share content across frames; the stronger one then starts frames alike.
+    c.noise.sample_alpha = -1.0
 
     # ---- Diffusion formulation. ----
     c.diffusion = ml_collections.ConfigDict()

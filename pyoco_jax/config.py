@@ -223,6 +223,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _require(value in choices, name, f"{value!r} is not one of {choices}")
     data, model, optim, temporal = config.data, config.model, config.optim, config.model.temporal
     _require(config.noise.alpha >= 0, "noise.alpha", f"must be >= 0 (0 is iid noise), got {config.noise.alpha}")
+    _require(
+        config.noise.sample_alpha >= 0 or config.noise.sample_alpha == -1,
+        "noise.sample_alpha",
+        f"must be >= 0, or -1 for noise.alpha; got {config.noise.sample_alpha}",
+    )
     _require(data.num_frames >= 1, "data.num_frames", "must be >= 1")
     _require(data.max_objects >= 1, "data.max_objects", f"must be >= 1, got {data.max_objects}")
     try:

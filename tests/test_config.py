@@ -34,6 +34,7 @@ def test_the_last_override_of_a_key_wins():
         ("optim.lerning_rate=1e-3", "lerning_rate"),
         ("optim.learning_rate=fast", "learning_rate"),
         ("noise.alpha=-0.5", "noise.alpha"),
+        ("noise.sample_alpha=-0.5", "noise.sample_alpha"),
         ("noise.prior=gaussian", "noise.prior"),
         ("data.resolution=33", "data.resolution"),
         ("model.block_out_channels=(32,32,32,32,32,32,32)", "data.resolution"),

@@ -21,6 +21,13 @@ def default_labels(config: ml_collections.ConfigDict, num: int) -> np.ndarray | 
     return np.arange(num, dtype=np.int32) % config.model.num_classes
 
 
+def sampling_prior(noise: ml_collections.ConfigDict) -> tuple[str, float]:
+    """(prior, alpha) of sampling's initial and injected noise: iid unless `noise.in_sampling`."""
+    if not noise.in_sampling:
+        return "iid", 0.0
+    return noise.prior, float(noise.alpha if noise.sample_alpha < 0 else noise.sample_alpha)
+
+
 def make_sampler(graphdef: nnx.GraphDef, formulation, config: ml_collections.ConfigDict, num_steps: int):
     """`sample(params, frozen, key, labels, fps, context, null_context) -> float videos`, jitted as one program.
 
@@ -28,7 +35,7 @@ def make_sampler(graphdef: nnx.GraphDef, formulation, config: ml_collections.Con
     empty prompt's embedding) in place of the condition.
     """
     sample_config = config.sample
-    prior = config.noise.prior if config.noise.in_sampling else "iid"
+    prior, alpha = sampling_prior(config.noise)
     data = config.data
     null_label = config.model.num_classes
 
@@ -52,7 +59,7 @@ def make_sampler(graphdef: nnx.GraphDef, formulation, config: ml_collections.Con
             sampler=sample_config.sampler,
             num_steps=num_steps,
             prior=prior,
-            alpha=float(config.noise.alpha),
+            alpha=alpha,
             eta=sample_config.eta,
             s_churn=sample_config.s_churn,
             s_tmin=sample_config.s_tmin,
