@@ -82,10 +82,10 @@ def main(argv: list[str]) -> None:
     paths = write_videos(videos, _OUT.value, config.sample.fps)
     logging.info("Sampled %d videos from step %d: %s", num, step, ", ".join(map(str, paths)))
     if _SHAPE_ACCURACY.value:
-        _report_shape_accuracy(config, videos, default_labels(config, num) if labels is None else labels)
+        _report_shape_metrics(config, videos, default_labels(config, num) if labels is None else labels)
 
 
-def _report_shape_accuracy(config, videos: np.ndarray, labels: np.ndarray) -> None:
+def _report_shape_metrics(config, videos: np.ndarray, labels: np.ndarray) -> None:
     from pyoco_jax.data.loader import make_source
     from pyoco_jax.evaluate.colour_drift import colour_drift
     from pyoco_jax.evaluate.shape_accuracy import shape_accuracy, train_shape_classifier
