@@ -1,10 +1,10 @@
 """DDPM / latent diffusion (Stable Diffusion, MagicVideo): discrete timesteps, VP noising.
 
 Training follows the discrete formulation (x_t = sqrt(abar_t) x0 + sqrt(1-abar_t)
-noise, integer t). For sampling the same model is viewed in VE coordinates,
-x_ve = x_t / sqrt(abar_t) with sigma = sqrt((1-abar)/abar), and the timestep fed
-to the network is interpolated from sigma in log space (as diffusers' Euler
-scheduler does), so EDM-style samplers apply unchanged.
+noise, integer t). For sampling the same model is viewed in VE coordinates through
+the VP -> EDM bridge (`vp_bridge`): x_ve = x_t / sqrt(abar_t) with sigma =
+sqrt((1-abar)/abar), the timestep fed to the network interpolated from sigma in log
+space (as diffusers' Euler scheduler does), so EDM-style samplers apply unchanged.
 """
 
 import jax
@@ -13,11 +13,9 @@ import numpy as np
 
 from pyoco_jax.diffusion.formulation import Formulation, ModelFn, mean_per_example, per_example
 from pyoco_jax.diffusion.schedules import ddpm_alphas_cumprod, trailing_timesteps
+from pyoco_jax.diffusion.vp_bridge import VPSchedule, vp_preconditioning
 
 PREDICTIONS = ("epsilon", "v", "x0")
-
-ZERO_SNR_ALPHA_CUMPROD = 2.0**-24
-"""abar used for sampling where the schedule has abar = 0 (sigma = inf), as diffusers does."""
 
 
 class DDPM(Formulation):
@@ -43,8 +41,7 @@ class DDPM(Formulation):
         self.alphas_cumprod = ddpm_alphas_cumprod(
             schedule, num_train_timesteps, beta_start, beta_end, zero_terminal_snr
         )
-        sampling_abar = np.where(self.alphas_cumprod > 0, self.alphas_cumprod, ZERO_SNR_ALPHA_CUMPROD)
-        self.sigmas = np.sqrt((1.0 - sampling_abar) / sampling_abar)
+        self.schedule = VPSchedule(self.alphas_cumprod)
 
     def _abar(self, t: jax.Array) -> jax.Array:
         return jnp.asarray(self.alphas_cumprod, jnp.float32)[t]
@@ -96,27 +93,14 @@ class DDPM(Formulation):
         per_example_loss = self.loss_weight(t) * mean_per_example((raw - self.target(x0, noise, t)) ** 2)
         return per_example_loss, time
 
-    def timestep_from_sigma(self, sigma: jax.Array) -> jax.Array:
-        """The (fractional) timestep whose sigma is `sigma`, interpolated linearly in log sigma."""
-        log_sigmas = jnp.asarray(np.log(self.sigmas), jnp.float32)
-        steps = jnp.arange(self.num_train_timesteps, dtype=jnp.float32)
-        return jnp.interp(jnp.log(jnp.asarray(sigma, jnp.float32)), log_sigmas, steps)
-
     def denoise(self, model_fn: ModelFn, x: jax.Array, sigma: jax.Array) -> jax.Array:
-        sigma = jnp.asarray(sigma, jnp.float32)
-        scale = per_example(jax.lax.rsqrt(1.0 + sigma**2), x)  # sqrt(abar)
-        sigma_vp = per_example(sigma, x) * scale  # sqrt(1 - abar)
-        x_in = x * scale
-        raw = model_fn(x_in, self.timestep_from_sigma(sigma)).astype(jnp.float32)
-        if self.prediction == "epsilon":
-            return x - per_example(sigma, x) * raw
-        if self.prediction == "v":
-            return scale * x_in - sigma_vp * raw
-        return raw
+        c_skip, c_out, c_in = (per_example(c, x) for c in vp_preconditioning(self.prediction, sigma))
+        raw = model_fn(c_in * x, self.schedule.timestep(sigma)).astype(jnp.float32)
+        return c_skip * x + c_out * raw
 
     def sampling_sigmas(self, num_steps: int) -> np.ndarray:
         """sigma at the trailing timesteps (T-1 first), then 0: diffusers' timestep_spacing="trailing"."""
-        return np.append(self.sigmas[trailing_timesteps(num_steps, self.num_train_timesteps)], 0.0)
+        return np.append(self.schedule.sigmas[trailing_timesteps(num_steps, self.num_train_timesteps)], 0.0)
 
     def initial_noise_scale(self, sigma_max: float) -> float:
         """sqrt(1 + sigma_max^2): unit-variance noise in VP coordinates, as DDPM samplers start."""

@@ -59,7 +59,7 @@ class EDM(Formulation):
     ) -> tuple[jax.Array, jax.Array]:
         denoised = self.denoise(model_fn, self.add_noise(x0, noise, sigma), sigma)
         per_example_loss = self.loss_weight(sigma) * mean_per_example((denoised - x0) ** 2)
-        return per_example_loss, jnp.log(sigma) / 4.0
+        return per_example_loss, self.preconditioning(sigma)[3]
 
     def sampling_sigmas(self, num_steps: int) -> np.ndarray:
         return karras_sigmas(num_steps, self.sigma_min, self.sigma_max, self.rho)

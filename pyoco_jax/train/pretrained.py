@@ -2,7 +2,11 @@
 
 The fresh state is built (and sharded) first; the converted tensors are then put
 in place with each array's sharding, so a large model is never materialised twice.
+Where the pretrained pipeline has a scheduler config, the run's diffusion settings
+must agree with how the U-Net was trained, or the run is refused before any loading.
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -12,12 +16,70 @@ from flax import nnx
 
 from pyoco_jax.convert.diffusers import load_unet_params
 from pyoco_jax.convert.merge import merge_params
+from pyoco_jax.convert.pipeline import scheduler_config
+from pyoco_jax.errors import ConfigError
 from pyoco_jax.train.build import RunParts
 from pyoco_jax.train.state import TrainState, trainable_filter
+
+# diffusers scheduler_config.json values -> ours; _SAME: keys whose values carry over as they are.
+_PREDICTION = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x0"}
+_SCHEDULE = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine"}
+_SAME = {
+    "num_train_timesteps": "num_train_timesteps",
+    "beta_start": "beta_start",
+    "beta_end": "beta_end",
+    "rescale_betas_zero_snr": "zero_terminal_snr",
+}
+
+
+def _translate(value: str, names: dict[str, str], key: str) -> str:
+    if value not in names:
+        raise ConfigError(
+            f"config key 'train.init_from': its scheduler config's {key}={value!r} is not supported ({list(names)})"
+        )
+    return names[value]
+
+
+def _stated(scheduler: dict, formulation: str) -> dict[str, object]:
+    """`diffusion` section keys (e.g. 'ddpm.beta_end') -> the values the diffusers scheduler config states."""
+    if scheduler.get("trained_betas") is not None:
+        raise ConfigError("config key 'train.init_from': models trained on custom trained_betas are not supported")
+    prediction_key = "ddpm.prediction" if formulation == "ddpm" else "edm.pretrained_prediction"
+    prediction = scheduler.get("prediction_type", "epsilon")  # diffusers' default
+    stated = {prediction_key: _translate(prediction, _PREDICTION, "prediction_type")}
+    if "beta_schedule" in scheduler:
+        stated["ddpm.schedule"] = _translate(scheduler["beta_schedule"], _SCHEDULE, "beta_schedule")
+    cosine = stated.get("ddpm.schedule") == "cosine"  # Its betas come from the formula, not beta_start/end.
+    for theirs, ours in _SAME.items():
+        if theirs in scheduler and not (cosine and theirs.startswith("beta_")):
+            stated[f"ddpm.{ours}"] = scheduler[theirs]
+    return stated
+
+
+def check_pretrained_training(config: ml_collections.ConfigDict) -> None:
+    """Refuses diffusion settings that contradict the scheduler config next to `train.init_from`.
+
+    The VP -> EDM bridge and DDPM fine-tuning both rely on the config's diffusion.ddpm schedule and
+    prediction being the model's own; a bare U-Net folder states neither and is not checked.
+    """
+    scheduler = scheduler_config(config.train.init_from)
+    diffusion = config.diffusion
+    if scheduler is None or (diffusion.formulation == "edm" and diffusion.edm.pretrained_prediction == "edm"):
+        return
+    for key, value in _stated(scheduler, diffusion.formulation).items():
+        section, name = key.split(".")
+        ours = diffusion[section][name]
+        same = math.isclose(ours, value, rel_tol=1e-6) if isinstance(value, float) else ours == value
+        if not same:
+            raise ConfigError(
+                f"config key 'diffusion.{key}': is {ours!r}, but the scheduler config of train.init_from="
+                f"{config.train.init_from!r} says the model was trained with {value!r}; set it to {value!r}."
+            )
 
 
 def init_from_pretrained(state: TrainState, parts: RunParts, config: ml_collections.ConfigDict) -> TrainState:
     """`state` with the diffusers U-Net in `config.train.init_from` merged in; EMA and optimizer restarted."""
+    check_pretrained_training(config)
     _, tensors = load_unet_params(config.train.init_from, cache_dir=config.train.convert_cache_dir or None)
     model = nnx.merge(parts.graphdef, state.params, state.frozen)
     merged, report = merge_params(nnx.state(model, nnx.Param), tensors)
