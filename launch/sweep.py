@@ -1,7 +1,7 @@
 """Run a sweep (configs/sweeps/*.py): check every run's config, train the runs here one after another or hand
 each to launch/tpu.py or launch/slurm.py, and write summary.csv and summary.md.
 
-    python launch/sweep.py configs/sweeps/noise_prior.py --workdir runs/sweeps/noise_prior [--set train.num_steps=200]
+    python launch/sweep.py configs/sweeps/noise_prior.py --workdir runs/sweeps/noise_prior --config.train.num_steps=200
     python launch/sweep.py configs/sweeps/noise_prior.py --workdir runs/sweeps/noise_prior --summarize-only
     python launch/sweep.py configs/sweeps/noise_prior.py --workdir gs://BUCKET/sweeps/noise_prior --launcher tpu \\
         --dry-run -- --name=pyoco-{index} --accelerator-type=v6e-8 --zone=us-east1-d --project=my-project
@@ -37,6 +37,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from pyoco_jax.config import ConfigError, load_config
+from pyoco_jax.config_values import split_override
 from pyoco_jax.sweep import Sweep, SweepError, format_value, load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ class Run:
     name: str
     index: int  # Position in the whole sweep (stable under --only).
     values: dict  # The swept overrides, as the sweep file gives them.
-    overrides: tuple[str, ...]  # key=value, the swept ones then the --set ones.
+    overrides: tuple[str, ...]  # key=value, the swept ones then the command line's.
     num_steps: int
     workdir: str
 
@@ -65,17 +66,14 @@ def base_config(sweep: Sweep) -> Path:
 
 
 def parse_set(items: Sequence[str], swept: Sequence[str]) -> tuple[str, ...]:
-    """`--set key=value` items (the last of a key wins); a swept key may not be set (every run would be the same)."""
+    """`--config.key=value` items (the last of a key wins); a swept key may not be set (every run would be the same)."""
     overrides: dict[str, str] = {}
     for item in items:
-        item = item.removeprefix("--config.")
-        key = item.split("=", 1)[0]
-        if "=" not in item or not key:
-            raise SweepError(f"--set {item!r}: write it as key=value, e.g. train.num_steps=200")
+        key, value = split_override(item)
         if key in swept:
-            raise SweepError(f"--set {item!r}: {key} is swept by this sweep; edit the sweep file instead")
+            raise SweepError(f"{item}: {key} is swept by this sweep; edit the sweep file instead")
         overrides.pop(key, None)
-        overrides[key] = item
+        overrides[key] = f"{key}={value}"
     return tuple(overrides.values())
 
 
@@ -314,11 +312,11 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--launcher", choices=LAUNCHERS, default="local", help="Where runs go (default: here).")
     parser.add_argument("--dry-run", action="store_true", help="Print the commands; run nothing, read no workdir.")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="Run (or launch) only these runs.")
-    parser.add_argument(
-        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="Override for every run."
-    )
     parser.add_argument("--summarize-only", action="store_true", help="Only write summary.csv and summary.md.")
-    return parser.parse_args(argv[:cut]), argv[cut + 1 :]
+    overrides = [arg for arg in argv[:cut] if arg.startswith("--config.")]  # --config.key=value: every run.
+    args = parser.parse_args([arg for arg in argv[:cut] if not arg.startswith("--config.")])
+    args.set = overrides
+    return args, argv[cut + 1 :]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

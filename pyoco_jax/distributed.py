@@ -25,6 +25,8 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from pyoco_jax.errors import UserError
+
 _TPU_VARIABLES = ("TPU_WORKER_HOSTNAMES", "TPU_WORKER_ID", "CLOUD_TPU_TASK_ID", "MEGASCALE_COORDINATOR_ADDRESS")
 _SLURM_STEP_VARIABLES = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 _MAX_REPORTED = 12
@@ -34,7 +36,7 @@ _GOOGLE_PCI_VENDOR = "0x1ae0"
 _TPU_PCI_DEVICES = frozenset({"0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f", "0x0076"})  # v3 .. 7x
 
 
-class ProcessMismatchError(RuntimeError):
+class ProcessMismatchError(UserError):
     """The processes of one run disagree on the config or the code."""
 
 
@@ -96,12 +98,12 @@ def detect_cluster(
     explicit = (coordinator, num_processes, process_id)
     if any(v is not None for v in explicit):
         if any(v is None for v in explicit):
-            raise ValueError(
+            raise UserError(
                 "--coordinator, --num_processes and --process_id go together: pass all three "
                 f"(got coordinator={coordinator!r}, num_processes={num_processes}, process_id={process_id})"
             )
         if not 0 <= process_id < num_processes:
-            raise ValueError(f"--process_id={process_id} must be in 0..{num_processes - 1} (--num_processes)")
+            raise UserError(f"--process_id={process_id} must be in 0..{num_processes - 1} (--num_processes)")
         return Cluster("flags", coordinator, num_processes, process_id)
     if tpu_chips is None:
         tpu_chips = tpu_chips_present()
@@ -112,7 +114,7 @@ def detect_cluster(
             return Cluster("SLURM", detection="slurm")
         nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_NODELIST")
         if not nodelist:
-            raise ValueError("SLURM_NTASKS > 1 but no SLURM_NODELIST: launch with srun, or pass --coordinator")
+            raise UserError("SLURM_NTASKS > 1 but no SLURM_NODELIST: launch with srun, or pass --coordinator")
         port = env.get("JAX_COORDINATOR_PORT") or str(int(env.get("SLURM_JOB_ID", "0")) % 4096 + 61440)
         address = f"{first_slurm_host(nodelist)}:{port}"
         return Cluster("SLURM", address, int(env["SLURM_NTASKS"]), int(env["SLURM_PROCID"]))

@@ -20,7 +20,7 @@ from flax import nnx
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from pyoco_jax.config import ConfigError
+from pyoco_jax.errors import ConfigError
 from pyoco_jax.models import axes
 
 MESH_AXES = ("data", "fsdp", "tensor", "sequence")

@@ -16,6 +16,8 @@ import pathlib
 import re
 from collections.abc import Mapping, Sequence
 
+from pyoco_jax.errors import UserError
+
 Value = bool | int | float | str | tuple | list
 Run = dict[str, Value]
 
@@ -24,7 +26,7 @@ _KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
-class SweepError(ValueError):
+class SweepError(UserError):
     """A mistake in a sweep definition; the message says which run or key and what to change."""
 
 

@@ -1,4 +1,4 @@
-"""Configs load through config_flags, and bad ones fail naming the key to change."""
+"""Configs load with their command-line overrides, and bad ones fail naming the key to change."""
 
 import pathlib
 
@@ -12,7 +12,7 @@ TINY = str(CONFIGS / "tiny.py")
 
 @pytest.mark.parametrize("path", sorted(p.name for p in CONFIGS.glob("*.py") if p.name != "__init__.py"))
 def test_every_config_file_loads_and_validates(path):
-    config = load_config(str(CONFIGS / path))
+    config = load_config(str(CONFIGS / path), reads_data=False)  # Data paths come on the command line.
     assert config.data.num_frames >= 1
 
 
@@ -79,3 +79,26 @@ def test_wrong_type_in_a_config_file_is_caught(tmp_path):
     )
     with pytest.raises(ConfigError, match="data.num_frames"):
         load_config(str(path))
+
+
+def test_override_values_take_the_type_the_key_holds():
+    config = load_config(
+        TINY,
+        ["text.path=", "sample.prompts=a cat", "data.flip=TRUE", "model.num_attention_heads=(2,2,4)", "noise.alpha=2"],
+    )
+    assert config.text.path == "" and config.sample.prompts == ("a cat",) and config.data.flip is True
+    assert config.model.num_attention_heads == (2, 2, 4) and isinstance(config.noise.alpha, float)
+
+
+def test_a_misspelt_key_gets_a_suggestion():
+    with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
+        load_config(TINY, ["optim.learning_rat=1e-3"])
+
+
+def test_relative_paths_become_absolute_and_urls_stay(tmp_path, monkeypatch):
+    (tmp_path / "unet").mkdir()
+    monkeypatch.chdir(tmp_path)
+    overrides = ["train.init_from=unet", "diffusion.edm.pretrained_prediction=edm", "vae.video_decoder=gs://b/vae"]
+    config = load_config(TINY, overrides)
+    assert config.train.init_from == str(tmp_path / "unet")
+    assert config.vae.video_decoder == "gs://b/vae"

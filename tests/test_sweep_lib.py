@@ -104,7 +104,7 @@ def test_a_long_name_asks_for_short_names():
      ("model.attention_levels", (False, True, True))],
 )  # fmt: skip
 def test_override_text_reads_back_as_the_same_value(key, value):
-    # The command line (ml_collections config_flags, as pyoco-train parses it) is the independent reader.
+    # The text must read back through the command line's own parser (pyoco_jax.config_values) unchanged.
     config = load_config(TINY, [f"{key}={sweep.format_value(value)}"])
     node = config
     for part in key.split("."):

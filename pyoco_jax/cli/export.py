@@ -4,36 +4,30 @@ Reads one checkpoint of a run on a single device (whatever mesh trained it) and 
 weights for other tools: a diffusers-loadable safetensors folder, or a params-only Orbax checkpoint.
 """
 
-import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from pyoco_jax.cli.logs import quiet_library_logs
+from pyoco_jax.cli.common import absolute, run_cli
+from pyoco_jax.convert.export import FORMATS
+from pyoco_jax.models.layers import COMPUTE_DTYPES
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.", required=True)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _EMA = flags.DEFINE_bool("ema", False, "Export the EMA of the params instead of the params.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"], "dtype of the exported tensors.")
-_FORMAT = flags.DEFINE_enum("format", "safetensors", ["safetensors", "orbax"], "Export format.")
-_OUT = flags.DEFINE_string("out", None, "Output folder.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", COMPUTE_DTYPES, "dtype of the exported tensors.")
+_FORMAT = flags.DEFINE_enum("format", "safetensors", FORMATS, "Export format.")
+_OUT = flags.DEFINE_string("out", None, "Output folder.", required=True)
 
 
-def main(argv: list[str]) -> None:
-    quiet_library_logs()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not _WORKDIR.value or not _OUT.value:
-        raise app.UsageError("--workdir and --out are required.")
+def main() -> None:
     from pyoco_jax.convert.export import export
-    from pyoco_jax.train.weights import CheckpointNotFoundError, checkpoint_weights
+    from pyoco_jax.train.weights import checkpoint_weights
 
     begin = time.perf_counter()
-    try:
-        config, step, weights = checkpoint_weights(_WORKDIR.value, _STEP.value, ema=_EMA.value)
-    except CheckpointNotFoundError as err:
-        sys.exit(f"pyoco-export: {err}")
-    files = export(weights, config, _OUT.value, fmt=_FORMAT.value, dtype=_DTYPE.value)
+    config, step, weights = checkpoint_weights(absolute(_WORKDIR.value), _STEP.value, ema=_EMA.value)
+    out = absolute(_OUT.value)
+    files = export(weights, config, out, fmt=_FORMAT.value, dtype=_DTYPE.value)
     size = sum(f.stat().st_size for f in files)
     logging.info(
         "Exported step %d (%s, %s, %s) to %s: %d files, %.2f MB in %.1f s",
@@ -41,7 +35,7 @@ def main(argv: list[str]) -> None:
         "EMA" if _EMA.value else "params",
         _DTYPE.value,
         _FORMAT.value,
-        _OUT.value,
+        out,
         len(files),
         size / 1e6,
         time.perf_counter() - begin,
@@ -49,7 +43,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    run_cli("pyoco-export", main, takes_overrides=False)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`pyoco-prepare --config CONFIG --videos DIR [--metadata FILE] --out DIR [--shards N] [--batch B]`.
+"""`pyoco-prepare --config CONFIG --videos DIR --out DIR [--metadata F] [--shards N] [--batch B] [--config.k=v ...]`.
 
 Encodes a folder of videos (and their captions) with the config's VAE (`vae.path`) and text encoder
 (`text.path`) into the latent cache a latent config trains from (`data.source=latents`,
@@ -6,35 +6,40 @@ Encodes a folder of videos (and their captions) with the config's VAE (`vae.path
 factor pixels. Re-running the same command skips finished shards.
 """
 
-from absl import app, flags, logging
+import os
 
-from pyoco_jax.cli.logs import quiet_library_logs
+from absl import flags, logging
 
-_CONFIG = flags.DEFINE_string("config", None, "Config file (a latent config, e.g. configs/sd15_latent.py).")
-_OVERRIDES = flags.DEFINE_multi_string("set", [], "Config overrides key=value (e.g. --set vae.path=DIR).")
-_VIDEOS = flags.DEFINE_string("videos", None, "Video folder with metadata.csv / metadata.jsonl.")
+from pyoco_jax.cli.common import absolute, config_overrides, run_cli
+from pyoco_jax.errors import UserError
+
+_CONFIG = flags.DEFINE_string(
+    "config", None, "Config file (a latent config, e.g. configs/sd15_latent.py).", required=True
+)
+_VIDEOS = flags.DEFINE_string("videos", None, "Video folder with metadata.csv / metadata.jsonl.", required=True)
 _METADATA = flags.DEFINE_string("metadata", "", "Metadata file (default: DIR/metadata.csv or .jsonl).")
-_OUT = flags.DEFINE_string("out", None, "Output folder of the latent cache.")
-_SHARDS = flags.DEFINE_integer("shards", 1, "Number of ArrayRecord shards.")
-_BATCH = flags.DEFINE_integer("batch", 0, "Clips encoded at once (default: one per local device).")
+_OUT = flags.DEFINE_string("out", None, "Output folder of the latent cache.", required=True)
+_SHARDS = flags.DEFINE_integer("shards", 1, "Number of ArrayRecord shards.", lower_bound=1)
+_BATCH = flags.DEFINE_integer("batch", 0, "Clips encoded at once (default: one per local device).", lower_bound=0)
 
 
-def main(argv: list[str]) -> None:
-    quiet_library_logs()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not (_CONFIG.value and _VIDEOS.value and _OUT.value):
-        raise app.UsageError("--config, --videos and --out are required.")
+def main() -> None:
     from pyoco_jax.config import load_config
     from pyoco_jax.prepare import prepare
 
-    config = load_config(_CONFIG.value, _OVERRIDES.value)
-    report = prepare(
-        config, _VIDEOS.value, _OUT.value, metadata=_METADATA.value, num_shards=_SHARDS.value, batch_size=_BATCH.value
-    )
+    config = load_config(_CONFIG.value, config_overrides(), reads_data=False)
+    videos, out = absolute(_VIDEOS.value), absolute(_OUT.value)
+    if not os.path.isdir(videos):
+        raise UserError(f"--videos {videos} is not a folder")
+    for key in ("vae.path", "text.path"):
+        section, leaf = key.split(".")
+        if not config[section][leaf]:
+            raise UserError(f"config key {key!r} is empty: set it with --config.{key}=DIR (a converted pipeline)")
+    metadata = absolute(_METADATA.value) if _METADATA.value else ""
+    report = prepare(config, videos, out, metadata=metadata, num_shards=_SHARDS.value, batch_size=_BATCH.value)
     logging.info(
         "Prepared %s: %d clips encoded in %d new shards (%d already done), %d bad files skipped, %.2f s per clip",
-        _OUT.value,
+        out,
         report.examples,
         report.shards_written,
         report.shards_skipped,
@@ -44,7 +49,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    run_cli("pyoco-prepare", main)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,13 @@ prints memory, FLOPs and a roofline step time, and exits without training.
 import math
 import os
 import re
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
-from pyoco_jax.cli.logs import quiet_library_logs
-from pyoco_jax.config import ConfigError, validate
+from pyoco_jax.cli.common import absolute, config_overrides, run_cli
+from pyoco_jax.errors import UserError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
+_CONFIG = flags.DEFINE_string("config", None, "Experiment config file (configs/*.py).", required=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and samples go; reruns resume from it.")
 _PLAN = flags.DEFINE_string(
     "plan", None, "Compile for this topology, report memory/FLOPs and exit (no training): cpu:N, v5p:2x2x1, v5e:4x4."
@@ -49,49 +47,39 @@ def set_cpu_device_count(count: int) -> None:
 
 
 def plan(config, topology: str) -> None:
-    from pyoco_jax.train.plan import TopologyError, cpu_device_count, format_plan, make_plan
+    from pyoco_jax.train.plan import cpu_device_count, format_plan, make_plan
 
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # Compile only: leave any local accelerator to running jobs.
     count = cpu_device_count(topology)
     if count is not None:
         set_cpu_device_count(count)
-    try:
-        print(format_plan(make_plan(config, topology), config), flush=True)
-    except (TopologyError, ConfigError) as err:
-        sys.exit(f"pyoco-train --plan: {err}")
+    print(format_plan(make_plan(config, topology), config), flush=True)
 
 
-def main(argv: list[str]) -> None:
-    quiet_library_logs()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None or (_WORKDIR.value is None and _PLAN.value is None):
-        raise app.UsageError("--config and --workdir (or --plan) are required.")
-    try:
-        config = validate(_CONFIG.value)
-    except ConfigError as err:
-        sys.exit(f"pyoco-train: bad config: {err}")
+def main() -> None:
+    from pyoco_jax.config import load_config
+
+    if _WORKDIR.value is None and _PLAN.value is None:
+        raise UserError("--workdir is required (or --plan TOPOLOGY to compile without training)")
+    config = load_config(_CONFIG.value, config_overrides(), reads_data=_PLAN.value is None)
     if _PLAN.value is not None:
         plan(config, _PLAN.value)
         return
+    workdir = absolute(_WORKDIR.value)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UserError(f"--workdir {workdir} is a file; give a directory (it is created if missing)")
     use_every_cpu_core(config.data.global_batch_size // config.optim.accum_steps)
     from pyoco_jax import distributed
 
-    try:
-        logging.info("JAX: %s", distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value))
-    except ValueError as err:
-        sys.exit(f"pyoco-train: cannot start multi-host JAX: {err}")
+    logging.info("JAX: %s", distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value))
     from pyoco_jax.train.trainer import train
 
-    try:
-        metrics = train(config, _WORKDIR.value)
-    except (ConfigError, distributed.ProcessMismatchError) as err:
-        sys.exit(f"pyoco-train: {err}")
+    metrics = train(config, workdir)
     logging.info("Done: %s", " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
 
 
 def run() -> None:
-    app.run(main)
+    run_cli("pyoco-train", main)
 
 
 if __name__ == "__main__":

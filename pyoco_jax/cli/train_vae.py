@@ -5,30 +5,24 @@ and writes it to DIR/video_vae, the folder `vae.video_decoder` takes; losses go 
 TensorBoard like a U-Net run's.
 """
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
-from pyoco_jax.cli.logs import quiet_library_logs
+from pyoco_jax.cli.common import absolute, config_overrides, run_cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "VideoVAE config file, e.g. configs/video_vae.py.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
+_CONFIG = flags.DEFINE_string("config", None, "VideoVAE config file, e.g. configs/video_vae.py.", required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; reruns resume from it.", required=True)
 
 
-def main(argv: list[str]) -> None:
-    quiet_library_logs()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None or not _WORKDIR.value:
-        raise app.UsageError("--config and --workdir are required.")
-    from pyoco_jax.config import validate
+def main() -> None:
+    from pyoco_jax.config import load_config
     from pyoco_jax.train.video_vae import finetune_video_vae
 
-    results = finetune_video_vae(validate(_CONFIG.value), _WORKDIR.value)
+    results = finetune_video_vae(load_config(_CONFIG.value, config_overrides()), absolute(_WORKDIR.value))
     logging.info("VideoVAE fine-tune done: %s", ", ".join(f"{k}={v:.4g}" for k, v in results.items()))
 
 
 def run() -> None:
-    app.run(main)
+    run_cli("pyoco-train-vae", main)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from jax.sharding import NamedSharding, PartitionSpec, Sharding
 
 from pyoco_jax.data.synthetic import SyntheticVideoSource
 from pyoco_jax.data.video_sources import VIDEO_SOURCES
+from pyoco_jax.errors import UserError
 
 SOURCES = ("synthetic", *VIDEO_SOURCES, "latents")
 _STATE_VERSION = 1
@@ -47,7 +48,7 @@ COUNTED_FIELDS = ("bad_files", "source_index")  # Per-example bookkeeping the lo
 FAILURE_MIN_READS = 100  # Reads before the failure fraction is judged, so one early bad file is no verdict.
 
 
-class DataFailureError(RuntimeError):
+class DataFailureError(UserError):
     """Too many files failed to load; the message names some of them and why."""
 
 
@@ -86,7 +87,9 @@ def make_source(data_config: ml_collections.ConfigDict, *, seed: int = 0) -> Ran
 
         if not data_config.path:
             raise ValueError("data.source='latents' needs data.path: the latent cache folder written by pyoco-prepare")
-        return LatentShardSource(data_config.path, sample_posterior=data_config.sample_posterior, seed=seed)
+        return LatentShardSource(
+            data_config.path, sample_posterior=data_config.sample_posterior, seed=seed, fps=data_config.fps
+        )
     raise ValueError(f"unknown data.source {name!r}; choose one of {SOURCES}")
 
 
@@ -201,6 +204,8 @@ class Loader(Iterator[dict[str, jax.Array]]):
             item = self._queue.get()
             if isinstance(item, BaseException):
                 self._error = item
+                if isinstance(item, UserError):  # Bad files the user must fix: their message says how.
+                    raise item
                 raise RuntimeError("loading a data batch failed") from item
             batch, counted = item
         self.last_wait_seconds = time.perf_counter() - begin

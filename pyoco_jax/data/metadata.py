@@ -12,10 +12,12 @@ import json
 import math
 import os
 
+from pyoco_jax.errors import UserError
+
 METADATA_NAMES = ("metadata.csv", "metadata.jsonl")
 
 
-class MetadataError(ValueError):
+class MetadataError(UserError):
     """A metadata file the user must fix; the message names the file and line."""
 
 

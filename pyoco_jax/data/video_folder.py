@@ -4,7 +4,7 @@ import os
 
 from pyoco_jax.data.clip_sampling import ClipSpec
 from pyoco_jax.data.decode import VideoDecodeError
-from pyoco_jax.data.metadata import VideoRow, read_metadata, resolve_metadata, select_split
+from pyoco_jax.data.metadata import MetadataError, VideoRow, read_metadata, resolve_metadata, select_split
 from pyoco_jax.data.video_source import VideoClipSource, VideoRecord
 
 
@@ -56,9 +56,13 @@ def check_labels(rows: list[VideoRow], num_classes: int, where: str) -> None:
     if num_classes <= 0:
         return
     if rows[0].label is None:
-        raise ValueError(f"data.num_classes={num_classes} but {where} has no 'label' column (set data.num_classes=0)")
+        raise MetadataError(
+            f"config key 'data.num_classes': {num_classes} classes, but {where} has no 'label' column; add one, or "
+            "train unconditionally with --config.data.num_classes=0 --config.model.num_classes=0"
+        )
     worst = max(rows, key=lambda row: row.label)
     if worst.label >= num_classes:
-        raise ValueError(
-            f"{where}: {worst.path} has label {worst.label}, outside 0..{num_classes - 1}; raise data.num_classes"
+        raise MetadataError(
+            f"config key 'data.num_classes': {where}: {worst.path} has label {worst.label}, outside "
+            f"0..{num_classes - 1}; raise data.num_classes and model.num_classes"
         )

@@ -21,11 +21,12 @@ from absl import logging
 
 from pyoco_jax.data.clip_sampling import ClipDraws, ClipSpec
 from pyoco_jax.data.decode import Media, decode_clip
+from pyoco_jax.errors import UserError
 
 MAX_CONSECUTIVE_FAILURES = 64  # This many bad files in a row means a broken dataset, not a few bad files.
 
 
-class TooManyBadFilesError(RuntimeError):
+class TooManyBadFilesError(UserError):
     """Every file tried for one element failed; the message names them and why."""
 
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pyoco_jax.data.video_source import VideoClipSource
 
 VIDEO_SOURCES = ("video_folder", "tfds", "ucf101")
+UCF101_SPLITS = (1, 2, 3)  # The official train/test splits.
 
 
 def ucf101_name(split: int) -> str:

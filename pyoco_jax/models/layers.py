@@ -14,6 +14,9 @@ from pyoco_jax.models import axes
 from pyoco_jax.models.adaptor import FrameAdaptor
 from pyoco_jax.models.keys import KeySource
 
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+PARAM_DTYPES = ("float32", "bfloat16")
+
 
 @dataclasses.dataclass(frozen=True)
 class Precision:

@@ -21,6 +21,9 @@ from pyoco_jax.models.vae import AutoencoderKL, Decoder, check_frames, check_vid
 from pyoco_jax.models.vae_blocks import EPS
 from pyoco_jax.models.vae_config import VAEConfig
 
+# What a VideoVAE fine-tune may update (`vae.trainable`) -> regex over parameter paths; the encoder never trains.
+TRAINABLE_PARTS = {"temporal": "temporal_", "decoder": ""}
+
 
 @dataclasses.dataclass(frozen=True)
 class TemporalDecoderSpec:

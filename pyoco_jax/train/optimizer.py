@@ -8,6 +8,8 @@ import optax
 
 from pyoco_jax.train.state import param_path
 
+SCHEDULES = ("cosine", "constant")  # Both after linear warmup.
+
 
 def learning_rate_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
     """Linear warmup to `learning_rate`, then constant or cosine decay to `end_learning_rate_factor`."""

@@ -22,6 +22,7 @@ import numpy as np
 
 from pyoco_jax import parallel
 from pyoco_jax.data.loader import make_source
+from pyoco_jax.errors import UserError
 from pyoco_jax.train.build import build_run, sharded_step
 from pyoco_jax.train.hardware import CHIPS, Chip, chip_for_device_kind
 
@@ -32,7 +33,7 @@ TEXT_TOKENS = 77  # CLIP's context length: the text embeddings a text-conditione
 _ACCELERATOR_TYPES = {"v4": "v4-8", "v5e": "v5litepod-4", "v5p": "v5p-8", "v6e": "v6e-4"}
 
 
-class TopologyError(ValueError):
+class TopologyError(UserError):
     """A --plan topology that cannot be parsed or built here; the message says what to change."""
 
 

@@ -11,12 +11,13 @@ from flax import nnx
 
 from pyoco_jax.config import validate
 from pyoco_jax.convert.merge import merge_params, path_name
+from pyoco_jax.errors import UserError
 from pyoco_jax.models.unet import VideoUNet
 from pyoco_jax.train.build import build_run
 from pyoco_jax.train.checkpoint import Checkpointer, abstract_like
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(UserError, FileNotFoundError):
     """No checkpoint (or not the requested step) in a workdir; the message lists what exists."""
 
 

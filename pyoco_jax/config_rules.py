@@ -1,0 +1,279 @@
+"""What makes a config's values possible: ranges, choices, and how options must agree with each other.
+
+Each rule names the key to change. `pyoco_jax.config.validate` runs them all before anything is built,
+so a mistake costs a second, not a compile.
+"""
+
+import math
+import re
+
+import ml_collections
+
+from pyoco_jax import parallel
+from pyoco_jax.data.clip_sampling import CROPS, TEMPORAL_SAMPLINGS
+from pyoco_jax.data.loader import SOURCES
+from pyoco_jax.data.synthetic import check_shape_size
+from pyoco_jax.data.video_sources import UCF101_SPLITS
+from pyoco_jax.diffusion import FORMULATIONS, PREDICTIONS, SAMPLERS
+from pyoco_jax.diffusion import check_config as check_diffusion
+from pyoco_jax.diffusion.schedules import DDPM_SCHEDULES
+from pyoco_jax.errors import ConfigError
+from pyoco_jax.models.attention import BACKENDS
+from pyoco_jax.models.layers import COMPUTE_DTYPES, PARAM_DTYPES
+from pyoco_jax.models.remat import REMAT_MODES
+from pyoco_jax.models.temporal import ARRANGEMENTS, POSITION_ENCODINGS
+from pyoco_jax.models.video_vae import TRAINABLE_PARTS
+from pyoco_jax.noise import PRIORS
+from pyoco_jax.train.optimizer import SCHEDULES
+from pyoco_jax.train.video_vae_step import LOSSES
+
+# Each option with a fixed set of values, and the module that owns the list.
+CHOICES = {
+    "data.source": SOURCES,
+    "data.crop": CROPS,
+    "data.temporal_sampling": TEMPORAL_SAMPLINGS,
+    "data.ucf101_split": UCF101_SPLITS,
+    "noise.prior": PRIORS,
+    "diffusion.formulation": FORMULATIONS,
+    "diffusion.ddpm.schedule": DDPM_SCHEDULES,
+    "diffusion.ddpm.prediction": PREDICTIONS,
+    "model.dtype": COMPUTE_DTYPES,
+    "model.param_dtype": PARAM_DTYPES,
+    "model.remat": REMAT_MODES,
+    "model.attention_backend": BACKENDS,
+    "model.temporal.position_encoding": POSITION_ENCODINGS,
+    "model.temporal.arrangement": ARRANGEMENTS,
+    "optim.schedule": SCHEDULES,
+    "sample.sampler": SAMPLERS,
+    "vae.dtype": COMPUTE_DTYPES,
+    "vae.temporal_position_encoding": POSITION_ENCODINGS,
+    "vae.trainable": tuple(TRAINABLE_PARTS),
+    "vae.loss": LOSSES,
+}
+
+POSITIVE = (
+    "data.num_frames",
+    "data.resolution",
+    "data.channels",
+    "data.num_examples",
+    "data.global_batch_size",
+    "data.fps",
+    "data.frame_stride",
+    "data.max_objects",
+    "diffusion.edm.sigma_data",
+    "diffusion.edm.p_std",
+    "diffusion.edm.sigma_min",
+    "diffusion.edm.sigma_max",
+    "diffusion.edm.rho",
+    "diffusion.ddpm.num_train_timesteps",
+    "diffusion.ddpm.beta_start",
+    "diffusion.ddpm.beta_end",
+    "model.in_channels",
+    "model.out_channels",
+    "model.block_out_channels",
+    "model.layers_per_block",
+    "model.num_attention_heads",
+    "model.transformer_layers_per_block",
+    "model.norm_num_groups",
+    "model.norm_eps",
+    "model.temporal.num_heads",
+    "optim.learning_rate",
+    "optim.accum_steps",
+    "optim.lr_scale",
+    "optim.max_nonfinite_steps",
+    "train.num_steps",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "sample.num_steps",
+    "sample.num_samples",
+    "sample.fps",
+    "vae.temporal_num_heads",
+    "vae.learning_rate",
+    "vae.num_steps",
+    "vae.log_every",
+)
+NON_NEGATIVE = (
+    "data.num_classes",
+    "data.worker_count",
+    "data.prefetch",
+    "data.target_fps",
+    "noise.alpha",
+    "diffusion.ddpm.min_snr_gamma",
+    "model.cross_attention_dim",
+    "model.num_classes",
+    "model.freq_shift",
+    "optim.warmup_steps",
+    "optim.weight_decay",
+    "optim.grad_clip_norm",
+    "train.keep_every",
+    "train.sample_every",
+    "sample.guidance_scale",
+    "sample.s_churn",
+    "sample.s_tmin",
+    "sample.s_tmax",
+    "sample.s_noise",
+    "vae.warmup_steps",
+    "vae.weight_decay",
+    "vae.temporal_weight",
+    "text.skip_last_layers",
+)
+UNIT_INTERVAL = (  # [0, 1]
+    "data.max_failure_fraction",
+    "optim.end_learning_rate_factor",
+    "optim.label_drop_rate",
+    "sample.eta",
+)
+BELOW_ONE = ("optim.ema_decay", "optim.b1", "optim.b2")  # [0, 1)
+MAY_BE_INFINITE = ("sample.s_tmax",)  # EDM's "churn at every noise level".
+REGEXES = ("optim.trainable", "optim.lr_scale_pattern")
+
+
+def get(config: ml_collections.ConfigDict, key: str):
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key {key!r}: {message}")
+
+
+def check_values(config: ml_collections.ConfigDict) -> None:
+    """Choices, finiteness, signs and regexes, one key at a time."""
+    for key, choices in CHOICES.items():
+        require(get(config, key) in choices, key, f"{get(config, key)!r} is not one of {choices}")
+    _check_finite(config, "")
+    for keys, ok, wanted in (
+        (POSITIVE, lambda v: v > 0, "> 0"),
+        (NON_NEGATIVE, lambda v: v >= 0, ">= 0"),
+        (UNIT_INTERVAL, lambda v: 0 <= v <= 1, "in [0, 1]"),
+        (BELOW_ONE, lambda v: 0 <= v < 1, "in [0, 1)"),
+    ):
+        for key in keys:
+            value = get(config, key)
+            for item in value if isinstance(value, tuple | list) else (value,):
+                require(isinstance(item, int | float) and ok(item), key, f"must be {wanted}, got {value!r}")
+    for key in REGEXES:
+        try:
+            re.compile(get(config, key))
+        except re.error as err:
+            raise ConfigError(f"config key {key!r}: {get(config, key)!r} is not a regular expression ({err})") from None
+
+
+def _check_finite(config: ml_collections.ConfigDict, prefix: str) -> None:
+    for key, value in config.items():
+        name = prefix + key
+        if isinstance(value, ml_collections.ConfigDict):
+            _check_finite(value, name + ".")
+        elif isinstance(value, float) and not math.isfinite(value):
+            require(value == math.inf and name in MAY_BE_INFINITE, name, f"must be a finite number, got {value}")
+
+
+def check_combinations(config: ml_collections.ConfigDict) -> None:
+    """Options that must agree with each other."""
+    data, optim, noise, edm = config.data, config.optim, config.noise, config.diffusion.edm
+    require(
+        noise.sample_alpha >= 0 or noise.sample_alpha == -1,
+        "noise.sample_alpha",
+        f"must be >= 0, or -1 for noise.alpha; got {noise.sample_alpha}",
+    )
+    require(edm.sigma_min < edm.sigma_max, "diffusion.edm.sigma_min", f"must be below sigma_max {edm.sigma_max}")
+    ddpm = config.diffusion.ddpm
+    require(ddpm.beta_start < ddpm.beta_end, "diffusion.ddpm.beta_start", f"must be below beta_end {ddpm.beta_end}")
+    require(config.sample.s_tmin <= config.sample.s_tmax, "sample.s_tmin", "must be <= sample.s_tmax")
+    try:
+        check_shape_size(data.shape_size)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config key 'data.shape_size': {err}") from None
+    _check_video_data(data)
+    _check_mesh(config)
+    _check_unet(config)
+    require(
+        data.global_batch_size % optim.accum_steps == 0,
+        "data.global_batch_size",
+        f"{data.global_batch_size} is not divisible by optim.accum_steps {optim.accum_steps}",
+    )
+    try:
+        check_diffusion(config)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _check_video_data(data: ml_collections.ConfigDict) -> None:
+    if data.source in ("video_folder", "tfds", "ucf101"):
+        require(data.channels == 3, "data.channels", f"data.source={data.source!r} gives RGB video: use 3")
+    if data.source == "tfds":
+        require(bool(data.tfds_name), "data.tfds_name", "name the TFDS dataset for data.source='tfds'")
+    if data.source == "video_folder":
+        require(bool(data.path), "data.path", "set it to the video folder for data.source='video_folder'")
+
+
+def _check_mesh(config: ml_collections.ConfigDict) -> None:
+    """Axis sizes and rules that are wrong whatever the devices (the device count is checked with the mesh)."""
+    mesh = config.mesh
+    for prefix in ("", parallel.DCN_PREFIX):
+        sizes = {prefix + name: mesh[prefix + name] for name in parallel.MESH_AXES}
+        for key, size in sizes.items():
+            ok = isinstance(size, int) and (size >= 1 or size == -1)
+            require(ok, f"mesh.{key}", f"must be >= 1 or -1 (all remaining devices), got {size}")
+        free = [key for key, size in sizes.items() if size == -1]
+        require(len(free) <= 1, f"mesh.{free[-1] if free else ''}", f"only one of {free} may be -1")
+    sequence = mesh.sequence * mesh[parallel.DCN_PREFIX + "sequence"]
+    require(sequence >= 1, "mesh.sequence", "cannot be -1: it must divide data.num_frames, so set it explicitly")
+    require(
+        config.data.num_frames % sequence == 0,
+        "data.num_frames",
+        f"{config.data.num_frames} frames cannot be split over mesh.sequence x mesh.dcn_sequence = {sequence} devices",
+    )
+    parallel.logical_rules(mesh)
+
+
+def _per_level(value, levels: int, key: str) -> tuple:
+    if isinstance(value, tuple | list):
+        require(len(value) == levels, key, f"needs {levels} entries, one per level")
+        return tuple(value)
+    return (value,) * levels
+
+
+def _check_unet(config: ml_collections.ConfigDict) -> None:
+    data, model, temporal = config.data, config.model, config.model.temporal
+    channels = tuple(model.block_out_channels)
+    levels = len(channels)
+    factor = 2 ** (levels - 1)
+    require(
+        data.resolution % factor == 0,
+        "data.resolution",
+        f"{data.resolution} is not divisible by the U-Net's downsampling factor {factor} "
+        f"({levels} levels in model.block_out_channels)",
+    )
+    attention = _per_level(model.attention_levels, levels, "model.attention_levels")
+    heads = _per_level(model.num_attention_heads, levels, "model.num_attention_heads")
+    for level, width in enumerate(channels):
+        require(width % model.norm_num_groups == 0, "model.norm_num_groups", f"does not divide {width} channels")
+        spatial = attention[level] or (level == levels - 1 and model.mid_block_attention)
+        require(
+            not spatial or width % heads[level] == 0,
+            "model.num_attention_heads",
+            f"{heads[level]} heads do not divide the {width} channels of level {level}",
+        )
+    for level in temporal.levels:
+        require(0 <= level < levels, "model.temporal.levels", f"level {level} does not exist (0..{levels - 1})")
+    for level in sorted(set(temporal.levels) | ({levels - 1} if temporal.mid else set())):
+        require(
+            not temporal.attention or channels[level] % temporal.num_heads == 0,
+            "model.temporal.num_heads",
+            f"{temporal.num_heads} heads do not divide the {channels[level]} channels of level {level}",
+        )
+    require(
+        model.in_channels == data.channels,
+        "model.in_channels",
+        f"{model.in_channels} differs from data.channels {data.channels}",
+    )
+    require(
+        data.num_classes == 0 or model.num_classes >= data.num_classes,
+        "model.num_classes",
+        f"the data has {data.num_classes} classes, the model embeds {model.num_classes}",
+    )
