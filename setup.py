@@ -15,6 +15,7 @@ CORE = [
     "numpy>=1.26",
     "safetensors>=0.4",
     "tensorboardX>=2.6",
+    "pillow>=10.0",  # tensorboardX encodes the sample images with it.
     "tqdm>=4.66",
 ]
 VIDEO = ["av>=12.0"]
@@ -45,6 +46,7 @@ setup(
         "pyoco_jax.diffusion",
         "pyoco_jax.evaluate",
         "pyoco_jax.models",
+        "pyoco_jax.sample",
         "pyoco_jax.train",
         "pyoco_jax.configs",
         "pyoco_jax.configs.sweeps",

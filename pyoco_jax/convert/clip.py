@@ -18,16 +18,15 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from pyoco_jax.convert.diffusers import read_safetensors
+from pyoco_jax.convert.converted import converted_root, read_component
 from pyoco_jax.convert.merge import ConversionError, merge_params
-from pyoco_jax.convert.pipeline import converted_root, read_component
+from pyoco_jax.convert.weight_files import has_weight_files, read_weight_files, weight_files
 from pyoco_jax.models.layers import Precision
 from pyoco_jax.models.text import TextEncoder, TextEncoderConfig
 from pyoco_jax.models.tokenizer import CONTEXT_LENGTH, END_OF_TEXT, START_OF_TEXT, ClipTokenizer
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-INDEX_NAME = WEIGHTS_NAME + ".index.json"
 PICKLE_NAME = "pytorch_model.bin"
 # Buffers some checkpoints carry that are not parameters (positions are always 0..T-1 here).
 IGNORED_TENSORS = ("embeddings.position_ids",)
@@ -48,14 +47,7 @@ def _model_folder(path: str | Path, subfolder: str, markers: tuple[str, ...]) ->
 
 
 def _read_weights(folder: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
-    if (folder / WEIGHTS_NAME).exists():
-        return read_safetensors(folder / WEIGHTS_NAME)
-    if (folder / INDEX_NAME).exists():
-        tensors = {}
-        for shard in sorted(set(json.loads((folder / INDEX_NAME).read_text())["weight_map"].values())):
-            tensors.update(read_safetensors(folder / shard))
-        return tensors
-    if (folder / PICKLE_NAME).exists():
+    if not has_weight_files(folder, WEIGHTS_NAME) and (folder / PICKLE_NAME).exists():
         if not allow_pickle:
             raise ConversionError(
                 f"{folder} holds only pickle-based {PICKLE_NAME}, which can run code when read: re-save it as "
@@ -65,8 +57,7 @@ def _read_weights(folder: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
 
         state = torch.load(folder / PICKLE_NAME, map_location="cpu", weights_only=True)
         return {name: t.float().numpy() if t.is_floating_point() else t.numpy() for name, t in state.items()}
-    present = sorted(p.name for p in folder.iterdir())
-    raise ConversionError(f"no {WEIGHTS_NAME} (or sharded index) in {folder}; found {present}")
+    return read_weight_files(weight_files(folder, WEIGHTS_NAME))
 
 
 def convert_state_dict(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

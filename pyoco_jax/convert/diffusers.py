@@ -14,19 +14,17 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import safetensors
 from absl import logging
 from flax import nnx
 
 from pyoco_jax.configs import default
 from pyoco_jax.convert.cache import cache_key, cached
+from pyoco_jax.convert.converted import converted_root, read_component
+from pyoco_jax.convert.diffusers_names import CONFIG_NAME, WEIGHTS_NAME, convert_state_dict
 from pyoco_jax.convert.merge import CLASS_TABLE, ConversionError, LoadReport, flat_params, merge_params, path_name
-from pyoco_jax.convert.pipeline import converted_root, read_component
+from pyoco_jax.convert.vae import load_vae as load_vae  # Re-exported next to load_unet.
+from pyoco_jax.convert.weight_files import read_weight_files, weight_files
 from pyoco_jax.models.unet import VideoUNet
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
-INDEX_NAME = WEIGHTS_NAME + ".index.json"
 
 # diffusers options outside the SD 1.x/2.x family, with the only values supported.
 _FIXED = {
@@ -168,86 +166,6 @@ def model_config_from_diffusers(
     return ml_collections.ConfigDict({**base.to_dict(), **architecture})
 
 
-RENAMES = (
-    (".to_out.0.", ".to_out."),
-    (".ff.net.0.proj.", ".ff.geglu."),
-    (".ff.net.2.", ".ff.proj_out."),
-    (".downsamplers.0.", ".downsampler."),
-    (".upsamplers.0.", ".upsampler."),
-)
-
-
-def convert_state_dict(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """diffusers tensor names/layouts -> our dotted parameter names/layouts.
-
-    Conv weights (O, I, kh, kw) -> kernels (kh, kw, I, O); linear (O, I) -> (I, O); 1x1-conv
-    proj_in/proj_out (O, I, 1, 1) -> (I, O) (ours are pointwise Dense); norm weight -> scale;
-    the class table keeps its layout.
-    """
-    out = {}
-    for name, value in tensors.items():
-        ours = name
-        for old, new in RENAMES:
-            ours = ours.replace(old, new)
-        module, leaf = ours.rsplit(".", 1)
-        if leaf == "bias":
-            out[ours] = value
-            continue
-        if leaf != "weight":
-            raise ConversionError(f"unexpected tensor {name!r} (neither weight nor bias)")
-        if module == "class_embedding":
-            out[f"{module}.embedding"] = value
-        elif value.ndim == 1:
-            out[f"{module}.scale"] = value
-        elif value.ndim == 2:
-            out[f"{module}.kernel"] = value.T
-        elif value.ndim == 4 and module.rsplit(".", 1)[-1] in ("proj_in", "proj_out"):
-            out[f"{module}.kernel"] = value.reshape(value.shape[:2]).T
-        elif value.ndim == 4:
-            out[f"{module}.kernel"] = value.transpose(2, 3, 1, 0)
-        else:
-            raise ConversionError(f"unexpected {value.ndim}-d weight {name!r} {value.shape}")
-    return out
-
-
-def _numpy_dtype(name: str) -> np.dtype:
-    if name == "BF16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    table = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
-    if name not in table:
-        raise ConversionError(f"unsupported safetensors dtype {name}")
-    return np.dtype(table[name])
-
-
-def read_safetensors(file: Path) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file as numpy arrays (bfloat16 via ml_dtypes); no torch."""
-    try:
-        entries = safetensors.deserialize(file.read_bytes())
-    except Exception as err:  # A corrupt or truncated file: say which.
-        raise ConversionError(f"cannot read safetensors file {file}: {err}") from err
-    return {
-        name: np.frombuffer(info["data"], dtype=_numpy_dtype(info["dtype"])).reshape(info["shape"])
-        for name, info in entries
-    }
-
-
-def _weight_files(folder: Path) -> list[Path]:
-    if (folder / WEIGHTS_NAME).exists():
-        return [folder / WEIGHTS_NAME]
-    if (folder / INDEX_NAME).exists():
-        index = json.loads((folder / INDEX_NAME).read_text())
-        return sorted({folder / shard for shard in index["weight_map"].values()})
-    present = sorted(p.name for p in folder.iterdir())
-    hint = (
-        " Pickle-based .bin weights are refused: re-save them as safetensors."
-        if any(p.endswith(".bin") for p in present)
-        else ""
-    )
-    raise ConversionError(f"no {WEIGHTS_NAME} (or sharded index) in {folder}; found {present}.{hint}")
-
-
 def _read_unet_folder(path: str | Path) -> tuple[Path, dict, list[Path]]:
     folder = Path(path)
     if (folder / "unet" / CONFIG_NAME).exists() and not (folder / CONFIG_NAME).exists():
@@ -258,7 +176,7 @@ def _read_unet_folder(path: str | Path) -> tuple[Path, dict, list[Path]]:
     kind = json_dict.get("_class_name", "UNet2DConditionModel")
     if kind != "UNet2DConditionModel":
         raise ConversionError(f"{folder} holds a {kind}, not a UNet2DConditionModel")
-    return folder, json_dict, [] if converted_root(folder) else _weight_files(folder)
+    return folder, json_dict, [] if converted_root(folder) else weight_files(folder, WEIGHTS_NAME)
 
 
 def _converted(
@@ -266,14 +184,7 @@ def _converted(
 ) -> tuple[dict[str, np.ndarray], bool]:
     if converted_root(folder):  # A pyoco-convert output: already our names, no conversion to cache.
         return read_component(folder, "unet"), True
-
-    def convert() -> dict[str, np.ndarray]:
-        tensors = {}
-        for file in files:
-            tensors.update(read_safetensors(file))
-        return convert_state_dict(tensors)
-
-    return cached(cache_dir, cache_key(files, json_dict), convert)
+    return cached(cache_dir, cache_key(files, json_dict), lambda: convert_state_dict(read_weight_files(files)))
 
 
 def load_unet_params(path: str | Path, *, cache_dir: str | Path | None = None) -> tuple[dict, dict[str, np.ndarray]]:
@@ -347,6 +258,3 @@ def load_unet(
     a large checkpoint converts once.
     """
     return load_unet_with_report(path, config, cache_dir=cache_dir)[0]
-
-
-from pyoco_jax.convert.vae import load_vae as load_vae  # noqa: E402 (re-exported next to load_unet)

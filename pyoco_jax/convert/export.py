@@ -28,9 +28,10 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 from pyoco_jax.config import validate
-from pyoco_jax.convert.diffusers import CONFIG_NAME, WEIGHTS_NAME, convert_state_dict, read_safetensors
-from pyoco_jax.convert.diffusers import RENAMES as DIFFUSERS_RENAMES
+from pyoco_jax.convert.diffusers_names import CONFIG_NAME, WEIGHTS_NAME, convert_state_dict
+from pyoco_jax.convert.diffusers_names import RENAMES as DIFFUSERS_RENAMES
 from pyoco_jax.convert.merge import CLASS_TABLE, NEW_PARAM_PATTERN, ConversionError, merge_params
+from pyoco_jax.convert.weight_files import read_safetensors
 from pyoco_jax.models.unet import VideoUNet
 
 VIDEO_WEIGHTS_NAME = "video.safetensors"

@@ -16,14 +16,16 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from pyoco_jax.errors import UserError
+
 # Parameters an image checkpoint may lack: they keep their fresh initialisation.
 NEW_PARAM_PATTERN = re.compile(r"(^|\.)(temporal_\w+|adaptor|fps_embedding|class_embedding)(\.|$)")
 CLASS_TABLE = "class_embedding.embedding"
 _MAX_LISTED = 20
 
 
-class ConversionError(ValueError):
-    """Pretrained weights that do not fit the model; the message lists what to fix."""
+class ConversionError(UserError):
+    """Pretrained weights (or their files) that do not fit the model; the message lists what to fix."""
 
 
 @dataclasses.dataclass

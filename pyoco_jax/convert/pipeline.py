@@ -5,6 +5,7 @@ experiment config's video model (temporal layers new), and writes
 
     OUT/params/                 one Orbax checkpoint with items unet, vae and text_encoder (our names)
     OUT/unet|vae|text_encoder/config.json, OUT/tokenizer/*   the original configs and tokenizer files
+    OUT/scheduler/scheduler_config.json   how the U-Net was trained (prediction type, schedule), if the source says
     OUT/pyoco_pipeline.json     the experiment config and what was loaded or new, per component
 
 so OUT can stand wherever a pipeline folder is accepted (`train.init_from`, `vae.path`, `text.path`)
@@ -22,31 +23,25 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
+from pyoco_jax.convert.clip import load_text_encoder
+from pyoco_jax.convert.converted import COMPONENTS, MARKER, PARAMS
+from pyoco_jax.convert.diffusers import load_unet_with_report
 from pyoco_jax.convert.merge import ConversionError, LoadReport, flat_params
+from pyoco_jax.convert.vae import load_vae_params
 
-MARKER = "pyoco_pipeline.json"
-PARAMS = "params"
-COMPONENTS = ("unet", "vae", "text_encoder")
+SCHEDULER_CONFIG = Path("scheduler") / "scheduler_config.json"
 
 
-def converted_root(folder: str | Path) -> Path | None:
-    """The converted pipeline holding `folder` (itself or its parent, e.g. OUT/vae), or None."""
+def scheduler_config(folder: str | Path) -> dict | None:
+    """The diffusers scheduler config of the pipeline holding `folder` (itself or its parent, e.g. PIPE/unet).
+
+    It says how the U-Net was trained (prediction_type, beta schedule), which EDM fine-tuning must know.
+    """
     folder = Path(folder)
     for candidate in (folder, folder.parent):
-        if (candidate / MARKER).exists():
-            return candidate
+        if (candidate / SCHEDULER_CONFIG).is_file():
+            return json.loads((candidate / SCHEDULER_CONFIG).read_text())
     return None
-
-
-def read_component(folder: str | Path, component: str) -> dict[str, np.ndarray]:
-    """One component's params (dotted names, our layouts) from the converted pipeline holding `folder`."""
-    root = converted_root(folder)
-    if root is None:
-        raise ConversionError(f"{folder} is not part of a pyoco-convert output (no {MARKER})")
-    item = ocp.args.Composite(**{component: ocp.args.StandardRestore()})
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        restored = checkpointer.restore(epath.Path(root).resolve() / PARAMS, item)
-    return {name: np.asarray(value) for name, value in restored[component].items()}
 
 
 def _numpy(module_or_params) -> dict[str, np.ndarray]:
@@ -70,10 +65,6 @@ def _summary(report: LoadReport | None, params: dict[str, np.ndarray]) -> dict:
 
 def convert_pipeline(source: str | Path, config: ml_collections.ConfigDict, out: str | Path) -> dict:
     """Converts the diffusers pipeline folder `source` for `config`'s video model into `out`; returns the summary."""
-    from pyoco_jax.convert.clip import load_text_encoder
-    from pyoco_jax.convert.diffusers import load_unet_with_report
-    from pyoco_jax.convert.vae import load_vae_params
-
     source, out = Path(source), Path(out)
     missing = [part for part in (*COMPONENTS, "tokenizer") if not (source / part).is_dir()]
     if missing:
@@ -91,6 +82,9 @@ def convert_pipeline(source: str | Path, config: ml_collections.ConfigDict, out:
         (out / part).mkdir()
         shutil.copy(source / part / "config.json", out / part / "config.json")
     shutil.copytree(source / "tokenizer", out / "tokenizer")
+    if (source / SCHEDULER_CONFIG).is_file():
+        (out / SCHEDULER_CONFIG).parent.mkdir()
+        shutil.copy(source / SCHEDULER_CONFIG, out / SCHEDULER_CONFIG)
     summary = {
         "unet": _summary(unet_report, params["unet"]),
         "vae": _summary(None, params["vae"]),

@@ -13,13 +13,14 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from pyoco_jax.convert.converted import converted_root, read_component
+from pyoco_jax.convert.diffusers_names import CONFIG_NAME, WEIGHTS_NAME, convert_state_dict
 from pyoco_jax.convert.merge import ConversionError, merge_params
-from pyoco_jax.convert.pipeline import converted_root, read_component
+from pyoco_jax.convert.weight_files import has_weight_files, read_weight_files, weight_files
 from pyoco_jax.models.layers import Precision
 from pyoco_jax.models.vae import AutoencoderKL
 from pyoco_jax.models.vae_config import VAEConfig
 
-CONFIG_NAME = "config.json"
 PICKLE_NAME = "diffusion_pytorch_model.bin"
 # Attention names of checkpoints saved before diffusers renamed its VAE attention block.
 _LEGACY_ATTENTION = ((".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0."))
@@ -42,11 +43,8 @@ def _read_pickle(file: Path) -> dict[str, np.ndarray]:
 
 
 def _read_tensors(folder: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
-    # Imported here: convert/diffusers.py re-exports load_vae, so a top-level import would be circular.
-    from pyoco_jax.convert.diffusers import INDEX_NAME, WEIGHTS_NAME, _weight_files, read_safetensors
-
     pickled = folder / PICKLE_NAME
-    if not (folder / WEIGHTS_NAME).exists() and not (folder / INDEX_NAME).exists() and pickled.exists():
+    if not has_weight_files(folder, WEIGHTS_NAME) and pickled.exists():
         if not allow_pickle:
             raise ConversionError(
                 f"{pickled} is a pickle file, which can run arbitrary code when loaded, so it is refused. Re-save "
@@ -54,10 +52,7 @@ def _read_tensors(folder: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
                 "or pass allow_pickle=True if you trust the file."
             )
         return _read_pickle(pickled)
-    tensors = {}
-    for file in _weight_files(folder):
-        tensors.update(read_safetensors(file))
-    return tensors
+    return read_weight_files(weight_files(folder, WEIGHTS_NAME))
 
 
 def _modernised(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -79,8 +74,6 @@ def load_vae_params(path: str | Path, *, allow_pickle: bool = False) -> tuple[VA
     `path`: the VAE folder (config.json + diffusion_pytorch_model.safetensors) or a pipeline folder
     with a `vae/` subfolder.
     """
-    from pyoco_jax.convert.diffusers import convert_state_dict  # See _read_tensors.
-
     folder = _folder(path)
     try:
         config = VAEConfig.from_diffusers(json.loads((folder / CONFIG_NAME).read_text()))

@@ -1,24 +1,19 @@
-"""Sample videos from a train state: one jitted sampler run, classifier-free guidance, mp4/gif output."""
+"""Sample videos from model params: one jitted sampler run with classifier-free guidance, to uint8 frames.
+
+What to condition on (labels, prompts, decoding) is decided in `sample.inputs`, shared by the trainer's
+periodic samples and `pyoco-sample`.
+"""
 
 import functools
-import os
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from etils import epath
 from flax import nnx
 
 from pyoco_jax.diffusion import classifier_free_guidance
-
-
-def default_labels(config: ml_collections.ConfigDict, num: int) -> np.ndarray | None:
-    """Cycles through the classes so a grid shows each one; None for unconditional models."""
-    if config.model.num_classes == 0:
-        return None
-    return np.arange(num, dtype=np.int32) % config.model.num_classes
 
 
 def sampling_prior(noise: ml_collections.ConfigDict) -> tuple[str, float]:
@@ -88,12 +83,11 @@ def sample_videos(
     null_context: np.ndarray | None = None,
     decode: Callable[[jax.Array], jax.Array] | None = None,
 ) -> np.ndarray:
-    """uint8 (num, F, H, W, C) videos from fixed seeds.
+    """uint8 (num, F, H, W, C) videos from fixed seeds; `sample.inputs.sampling_inputs` gives the keyword arguments.
 
-    `context`/`null_context`: text embeddings (num, T, D) and the empty prompt's (T, D); `decode`
-    maps sampled latents to pixels in [-1, 1] (the VideoVAE) for latent models.
+    `labels`: class per video (None: the null label); `context`/`null_context`: text embeddings (num, T, D)
+    and the empty prompt's (T, D); `decode` maps sampled latents to pixels in [-1, 1] for latent models.
     """
-    labels = default_labels(config, num) if labels is None else labels
     fps = jnp.full((num,), config.data.fps, jnp.float32) if config.model.fps_conditioning else None
     guidance = config.sample.guidance_scale if guidance_scale is None else guidance_scale
     conditioned = labels is not None or context is not None
@@ -116,16 +110,3 @@ def sample_videos(
         guidance_scale=float(guidance),
     )
     return to_uint8(videos if decode is None else decode(videos))
-
-
-def write_videos(videos: np.ndarray, path: str | os.PathLike, fps: float) -> list[epath.Path]:
-    """Writes the samples side by side as `path` (mp4, local or gs://) and the same grid as a GIF next to it."""
-    from pyoco_jax.data.video_io import video_grid, write_gif, write_mp4
-
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid = video_grid(videos, cols=min(len(videos), 4))
-    write_mp4(path, grid, fps)
-    gif = path.with_suffix(".gif")
-    write_gif(gif, grid, fps)
-    return [path, gif]

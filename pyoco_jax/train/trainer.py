@@ -13,16 +13,18 @@ from absl import logging
 
 from pyoco_jax import distributed, parallel
 from pyoco_jax.data.loader import make_loader, make_source
+from pyoco_jax.errors import UserError
+from pyoco_jax.sample.inputs import sampling_inputs
+from pyoco_jax.sample.output import write_videos
+from pyoco_jax.sample.sampler import make_sampler, sample_videos
 from pyoco_jax.train.build import build_run, sharded_step
 from pyoco_jax.train.checkpoint import Checkpointer, abstract_like
-from pyoco_jax.train.latent_io import sample_conditioning
 from pyoco_jax.train.metrics import MetricLogger, Throughput
 from pyoco_jax.train.optimizer import learning_rate_schedule
 from pyoco_jax.train.preemption import PreemptionWatch
-from pyoco_jax.train.sampling import make_sampler, sample_videos, write_videos
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError):
     """Raised when the loss stayed non-finite for `optim.max_nonfinite_steps` steps in a row."""
 
 
@@ -45,9 +47,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     logging.info("Mesh %s over %d process(es)", dict(mesh.shape), jax.process_count())
 
     checkpointer = Checkpointer(workdir, config.train)
-    start_step = checkpointer.latest_step()
+    restored = checkpointer.restore_latest(abstract_like(parts.abstract_state, state_sharding))
     data_state = None
-    if start_step is None:
+    if restored is None:
         state = jax.jit(lambda: parts.init_state(config), out_shardings=state_sharding)()
         if config.train.init_from:
             from pyoco_jax.train.pretrained import init_from_pretrained
@@ -56,7 +58,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         start_step = 0
         logging.info("Starting a new run in %s", workdir)
     else:
-        state, data_state = checkpointer.restore(start_step, abstract_like(parts.abstract_state, state_sharding))
+        start_step, state, data_state = restored
         logging.info("Resumed from the checkpoint at step %d in %s", start_step, workdir)
     loader = make_loader(config.data, source, parallel.batch_sharding(mesh), seed=config.seed, state=data_state)
     sharded_sampler = make_sampler(parts.graphdef, parts.formulation, config, config.sample.num_steps)
@@ -79,11 +81,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             checkpointer.save(at_step, state, loader.get_state(), config)
             saved_step = at_step
 
-    conditioning = sample_conditioning(config, null_context)
+    num_samples = config.sample.num_samples
+    inputs = sampling_inputs(config, num_samples, prompts=config.sample.prompts, null_context=null_context)
 
     def sample(at_step: int) -> None:
-        num = config.sample.num_samples
-        videos = sample_videos(sampler, state.ema, state.frozen, config, seed=config.seed, num=num, **conditioning)
+        videos = sample_videos(sampler, state.ema, state.frozen, config, seed=config.seed, num=num_samples, **inputs)
         if is_main:
             paths = write_videos(videos, f"{workdir}/samples/step_{at_step:07d}.mp4", config.sample.fps)
             logger.video_grid(at_step, "samples", videos)

@@ -22,8 +22,8 @@ def videos() -> np.ndarray:
 
 
 def write_outputs(workdir: str, start_step: int = 0) -> None:
+    from pyoco_jax.sample.output import write_videos
     from pyoco_jax.train.metrics import MetricLogger
-    from pyoco_jax.train.sampling import write_videos
 
     logger = MetricLogger(workdir, start_step=start_step, num_steps=start_step + 2, enabled=True, sync_seconds=0)
     logger.scalars(start_step + 1, {"loss": 0.5})

@@ -9,11 +9,14 @@ import pytest
 from flax import nnx
 
 from pyoco_jax.models.adaptor import FrameAdaptor
+from pyoco_jax.models.blocks import DownStage, StageOptions
 from pyoco_jax.models.layers import Conv2d, Precision
 from pyoco_jax.models.temporal import TemporalAttention, TemporalConv, TemporalSpec
 from tests.models.model_testing import make_rngs, perturb
 
 B, F, H, W, C = 2, 5, 2, 3, 8
+TEMB = 16
+PARALLEL_TOL = 1e-5
 ALL = re.compile(r".")
 
 
@@ -106,6 +109,59 @@ def test_gradients_reach_adaptor_scale_and_bias():
     for g in (grads.adaptor.scale.get_value(), grads.adaptor.bias.get_value()):
         assert g.shape == (F, C)
         assert (np.abs(np.asarray(g)).sum(axis=1) > 0).all()  # Every frame's row gets a gradient.
+
+
+def _stage(arrangement: str) -> DownStage:
+    """One unit (ResNet, spatial transformer, temporal attention) at one level, no resampling."""
+    spec = TemporalSpec(levels=(0,), attention=True, directed=False, num_heads=2, arrangement=arrangement)
+    options = StageOptions(
+        temb_channels=TEMB,
+        groups=2,
+        eps=1e-5,
+        context_dim=0,
+        backend="xla",
+        remat="none",
+        num_frames=F,
+        temporal=spec,
+        precision=Precision(),
+    )
+    return DownStage(
+        C,
+        C,
+        num_layers=1,
+        add_downsample=False,
+        attention=True,
+        heads=2,
+        transformer_layers=1,
+        level=0,
+        options=options,
+        rngs=make_rngs(0),
+    )
+
+
+def test_parallel_arrangement_adds_spatial_and_temporal_attention_of_the_same_input():
+    """MagicVideo's z = S-Attn(z) + T-Attn(z): both branches read the ResNet's output z, where the sequential
+    arrangement feeds temporal attention the spatial output. Checked against the sub-layers' own outputs to
+    PARALLEL_TOL = 1e-5 (float32; the stage and its layers run as separate programs), with every weight perturbed
+    so the temporal branch is non-zero and the two arrangements differ by more than 100x the tolerance."""
+    parallel_stage, sequential_stage = _stage("parallel"), _stage("sequential")
+    perturb(parallel_stage, ALL)
+    nnx.update(sequential_stage, nnx.state(parallel_stage))
+    x = _video()
+    temb = np.random.default_rng(3).standard_normal((B * F, TEMB), np.float32)
+
+    z = parallel_stage.resnets[0](x, temb, F)
+    spatial = parallel_stage.attentions[0](z, None, F)  # z + S(z): the spatial transformer adds its own residual.
+    temporal = parallel_stage.temporal_attentions[0]
+    assert np.abs(np.asarray(temporal(z, F))).max() > 0.1  # The temporal branch is not the zero of its init.
+    expected_parallel = np.asarray(z + (spatial - z) + temporal(z, F))
+    expected_sequential = np.asarray(spatial + temporal(spatial, F))
+
+    parallel = np.asarray(parallel_stage(x, temb, None, F)[0])
+    np.testing.assert_allclose(parallel, expected_parallel, atol=PARALLEL_TOL, rtol=0)
+    assert np.abs(parallel - expected_sequential).max() > 100 * PARALLEL_TOL
+    sequential = np.asarray(sequential_stage(x, temb, None, F)[0])  # The same weights, the other arrangement.
+    np.testing.assert_allclose(sequential, expected_sequential, atol=PARALLEL_TOL, rtol=0)
 
 
 def test_temporal_spec_checks_choices_and_levels():

@@ -6,7 +6,7 @@ from flax import nnx
 from pyoco_jax.config import load_config
 from pyoco_jax.convert.vae import load_vae
 from pyoco_jax.models.video_vae import TemporalDecoderSpec, video_vae_from_image
-from pyoco_jax.train.latent_io import is_latent, make_latent_decoder
+from pyoco_jax.sample.decode import is_latent, make_latent_decoder
 from pyoco_jax.train.video_vae_checkpoint import save_video_vae
 from tests.models.vae_testing import save_tiny_vae
 from tests.train.helpers import REPO
@@ -21,10 +21,9 @@ def test_video_decoder_at_init_decodes_like_the_image_vae(tmp_path):
     save_video_vae(tmp_path / "video_vae", video_vae_from_image(image, spec, num_frames=4, rngs=nnx.Rngs(0)))
     latents = np.random.default_rng(0).standard_normal((2, 4, 8, 8, 4)).astype(np.float32)
 
-    per_frame_config = load_config(CONFIG, [f"data.path={tmp_path}", f"vae.path={tmp_path / 'vae'}"])
-    video_config = load_config(
-        CONFIG, [f"data.path={tmp_path}", f"vae.path={tmp_path / 'vae'}", f"vae.video_decoder={tmp_path / 'video_vae'}"]
-    )
+    overrides = [f"data.path={tmp_path}", f"vae.path={tmp_path / 'vae'}"]
+    per_frame_config = load_config(CONFIG, overrides, reads_data=False)
+    video_config = load_config(CONFIG, [*overrides, f"vae.video_decoder={tmp_path / 'video_vae'}"], reads_data=False)
     assert is_latent(per_frame_config) and is_latent(video_config)
     per_frame = np.asarray(make_latent_decoder(per_frame_config)(latents))
     video = np.asarray(make_latent_decoder(video_config)(latents))

@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 
 from pyoco_jax.diffusion import make_formulation
+from pyoco_jax.sample.sampler import make_sampler, sampling_prior
 from pyoco_jax.train.build import build_model
-from pyoco_jax.train.sampling import make_sampler, sampling_prior
 from pyoco_jax.train.state import split_model
-
-from .helpers import fast_config
+from tests.train.helpers import fast_config
 
 
 def test_sampling_prior_follows_the_noise_config():

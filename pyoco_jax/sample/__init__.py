@@ -1,0 +1,1 @@
+"""Inference shared by the trainer and the CLIs: sampling inputs, the jitted sampler, decoding, video files."""
