@@ -5,6 +5,7 @@ Run (after `pip install -e .`, with a diffusers Stable Diffusion VAE folder, or 
 
 Only the temporal layers train (vae.trainable=decoder trains the whole decoder); the loss is L1
 reconstruction plus the L1 error of frame-to-frame differences (the flicker metric).
+Rerun the same command on the same workdir to resume from its newest checkpoint.
 """
 
 import ml_collections
@@ -29,4 +30,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.vae.warmup_steps = 200
     c.vae.num_steps = 10000
     c.vae.log_every = 50
+    c.train.checkpoint_every = 500  # The fine-tune checkpoints by the train.* keys too (keep_checkpoints, ...).
     return c

@@ -7,8 +7,9 @@
 
 Reads `vae.*` (weights, temporal layers, loss, optimizer, steps), `data.*` (the clips), `mesh.*`
 and `seed`. Writes the VideoVAE to `<workdir>/video_vae/` (`video_vae_checkpoint.load_video_vae`
-reads it back) and the loss to `<workdir>/metrics.jsonl` and TensorBoard. Step s draws its
-posterior samples from fold_in(key(seed), s).
+reads it back) and the loss to `<workdir>/metrics.jsonl` and TensorBoard. Checkpoints (the trained params,
+optimizer state, step, RNG, data iterator state and config) go to `<workdir>/checkpoints/` as the
+U-Net trainer's do, and a rerun on the same workdir resumes from them.
 """
 
 import math
@@ -23,15 +24,15 @@ from pyoco_jax import parallel
 from pyoco_jax.config import ConfigError, validate
 from pyoco_jax.convert.vae import load_vae
 from pyoco_jax.data.loader import make_loader, make_source
-from pyoco_jax.models.video_vae import TemporalDecoderSpec, VideoVAE, video_vae_from_image
+from pyoco_jax.models.video_vae import TRAINABLE_PARTS, TemporalDecoderSpec, VideoVAE, video_vae_from_image
+from pyoco_jax.train.checkpoint import Checkpointer, abstract_like
 from pyoco_jax.train.metrics import MetricLogger
+from pyoco_jax.train.preemption import PreemptionWatch
 from pyoco_jax.train.state import trainable_filter
 from pyoco_jax.train.video_vae_checkpoint import save_video_vae
-from pyoco_jax.train.video_vae_step import make_video_vae_optimizer, make_video_vae_step
+from pyoco_jax.train.video_vae_step import init_video_vae_state, make_video_vae_optimizer, make_video_vae_step
 
 OUTPUT = "video_vae"
-# vae.trainable -> regex over parameter paths (trainable_filter): what the optimizer updates.
-TRAINABLE = {"temporal": "temporal_", "decoder": ""}
 
 
 def temporal_spec(vae: ml_collections.ConfigDict) -> TemporalDecoderSpec:
@@ -81,20 +82,38 @@ def build_video_vae(config: ml_collections.ConfigDict):
 
 
 def finetune_video_vae(config: ml_collections.ConfigDict, workdir: str | epath.PathLike) -> dict[str, float]:
-    """Fine-tunes the VideoVAE of `config` in `workdir`; returns the last logged metrics."""
+    """Fine-tunes the VideoVAE of `config` in `workdir`; returns the last logged metrics.
+
+    Checkpoints like the U-Net trainer (`train.checkpoint_every`, `keep_checkpoints`, `keep_every`):
+    rerun on the same workdir, it resumes exactly from the newest checkpoint that restores; SIGTERM
+    saves one and returns before the VideoVAE is written.
+    """
     _check(config)
+    workdir = epath.Path(workdir).resolve()  # Orbax wants absolute paths.
     vae = config.vae
     num_steps = int(vae.num_steps)
     image_vae, video_vae = build_video_vae(config)
-    graphdef, params, frozen = nnx.split(video_vae, trainable_filter(TRAINABLE[vae.trainable]), ...)
+    graphdef, params, frozen = nnx.split(video_vae, trainable_filter(TRAINABLE_PARTS[vae.trainable]), ...)
     encoder_graphdef, encoder = nnx.split(image_vae)
     optimizer = make_video_vae_optimizer(
         float(vae.learning_rate), warmup_steps=int(vae.warmup_steps), weight_decay=float(vae.weight_decay)
     )
+    logging.info(
+        "fine-tuning the VideoVAE (%s parameters trained, %s frozen) for %d steps",
+        f"{sum(x.size for x in jax.tree.leaves(params)):,}",
+        f"{sum(x.size for x in jax.tree.leaves(frozen)):,}",
+        num_steps,
+    )
     mesh = parallel.make_mesh(config.mesh)
     replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    params, frozen, encoder = jax.device_put((params, frozen, encoder), replicated)
-    opt_state = jax.device_put(optimizer.init(params), replicated)
+    frozen, encoder = jax.device_put((frozen, encoder), replicated)
+    state = jax.device_put(init_video_vae_state(params, optimizer, config.seed), replicated)
+    checkpointer = Checkpointer(str(workdir), config.train)
+    restored = checkpointer.restore_latest(abstract_like(state, jax.tree.map(lambda _: replicated, state)))
+    start_step, data_state = 0, None
+    if restored is not None:
+        start_step, state, data_state = restored
+        logging.info("Resumed from the checkpoint at step %d in %s", start_step, workdir)
     step_fn = jax.jit(
         make_video_vae_step(
             graphdef,
@@ -104,27 +123,27 @@ def finetune_video_vae(config: ml_collections.ConfigDict, workdir: str | epath.P
             temporal_weight=float(vae.temporal_weight),
             sample_posterior=bool(vae.sample_posterior),
         ),
-        in_shardings=(replicated, replicated, replicated, replicated, batch_sharding, replicated),
-        out_shardings=(replicated, replicated, replicated),
-        donate_argnums=(0, 2),
+        in_shardings=(replicated, replicated, replicated, batch_sharding),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
     )
     source = make_source(config.data, seed=config.seed)
-    loader = make_loader(config.data, source, batch_sharding, seed=config.seed)
-    logger = MetricLogger(str(workdir), 0, num_steps, enabled=jax.process_index() == 0)
-    root = jax.random.key(config.seed)
-    logging.info(
-        "fine-tuning the VideoVAE (%s parameters trained, %s frozen) for %d steps",
-        f"{sum(x.size for x in jax.tree.leaves(params)):,}",
-        f"{sum(x.size for x in jax.tree.leaves(frozen)):,}",
-        num_steps,
-    )
+    loader = make_loader(config.data, source, batch_sharding, seed=config.seed, state=data_state)
+    logger = MetricLogger(str(workdir), start_step, num_steps, enabled=jax.process_index() == 0)
+    preemption = PreemptionWatch()
     last: dict[str, float] = {}
+    step = saved_step = start_step
+
+    def save() -> None:
+        nonlocal saved_step
+        if step != saved_step:
+            checkpointer.save(step, state, loader.get_state(), config)
+            saved_step = step
+
     try:
-        for step in range(1, num_steps + 1):
-            video = next(loader)["video"]
-            params, opt_state, metrics = step_fn(
-                params, frozen, opt_state, encoder, video, jax.random.fold_in(root, step - 1)
-            )
+        while step < num_steps:
+            state, metrics = step_fn(state, frozen, encoder, next(loader)["video"])
+            step += 1
             if step % vae.log_every == 0 or step == num_steps:
                 last = {name: float(value) for name, value in jax.device_get(metrics).items()}
                 if not math.isfinite(last["loss"]):
@@ -133,10 +152,21 @@ def finetune_video_vae(config: ml_collections.ConfigDict, workdir: str | epath.P
                     )
                 logger.scalars(step, last)
             logger.advance(step, last.get("loss"))
+            if step % config.train.checkpoint_every == 0:
+                save()
+            if preemption.should_stop(step):
+                break
+        save()
+        checkpointer.wait()
     finally:
+        preemption.close()
+        checkpointer.close()
         loader.close()
         logger.close()
-    model: VideoVAE = nnx.merge(graphdef, params, frozen)
-    directory = save_video_vae(epath.Path(workdir) / OUTPUT, model)
+    if step < num_steps:
+        logging.info("Stopped at step %d on SIGTERM; the checkpoint is saved, rerun to resume.", step)
+        return last
+    model: VideoVAE = nnx.merge(graphdef, state.params, frozen)
+    directory = save_video_vae(workdir / OUTPUT, model)
     logging.info("wrote the fine-tuned VideoVAE to %s", directory)
     return last

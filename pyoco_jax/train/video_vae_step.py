@@ -11,6 +11,7 @@ The temporal term is the flicker metric (for p = 1), so fine-tuning lowers flick
 
 from collections.abc import Callable
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
@@ -36,6 +37,28 @@ def video_vae_loss(
     return pixels + temporal_weight * temporal, {"reconstruction": pixels, "temporal": temporal}
 
 
+@flax.struct.dataclass
+class VideoVAEState:
+    """What a fine-tune step reads and writes, and what its checkpoints hold.
+
+    The frozen 2D weights and the image VAE's encoder are not here: every run rebuilds them from
+    `vae.path`. Step s (counted from 0) samples the posterior with fold_in(rng, s), so a resumed
+    run draws what an unbroken one would.
+    """
+
+    step: jax.Array
+    params: nnx.State
+    opt_state: optax.OptState
+    rng: jax.Array
+
+
+def init_video_vae_state(params: nnx.State, optimizer: optax.GradientTransformation, seed: int) -> VideoVAEState:
+    """Step 0 of a fine-tune; the root key is a raw uint32 key, which Orbax saves like any array."""
+    return VideoVAEState(
+        step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), rng=jax.random.PRNGKey(seed)
+    )
+
+
 def make_video_vae_step(
     graphdef: nnx.GraphDef,
     encoder_graphdef: nnx.GraphDef,
@@ -45,26 +68,28 @@ def make_video_vae_step(
     temporal_weight: float,
     sample_posterior: bool,
 ) -> Callable:
-    """`step(params, frozen, opt_state, encoder, video, key) -> (params, opt_state, metrics)`.
+    """`step(state, frozen, encoder, video) -> (state, metrics)`.
 
-    `params`/`frozen`: the VideoVAE's trained and fixed parameters (split by `nnx.split`);
+    `state.params`/`frozen`: the VideoVAE's trained and fixed parameters (split by `nnx.split`);
     `encoder`: the image VAE's state (only its encoder and quant conv are used, never trained);
-    `video`: uint8 or [-1, 1] float clips (B, F, H, W, C); `key`: this step's key.
+    `video`: uint8 or [-1, 1] float clips (B, F, H, W, C).
     """
 
-    def step(params, frozen, opt_state, encoder, video, key):
+    def step(state: VideoVAEState, frozen, encoder, video):
         target = video_to_model_range(video)
         posterior = nnx.merge(encoder_graphdef, encoder).encode_video(target)
+        key = jax.random.fold_in(state.rng, state.step)
         latents = posterior.sample(key) if sample_posterior else posterior.mode()
 
         def loss_fn(params):
             reconstruction = nnx.merge(graphdef, params, frozen)(latents)
             return video_vae_loss(reconstruction, target, loss=loss, temporal_weight=temporal_weight)
 
-        (total, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return params, opt_state, {"loss": total, "grad_norm": optax.tree.norm(grads), **metrics}
+        (total, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return state, {"loss": total, "grad_norm": optax.tree.norm(grads), **metrics}
 
     return step
 

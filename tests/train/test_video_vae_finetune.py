@@ -1,6 +1,8 @@
 """VideoVAE fine-tuning: the loss by hand, config errors, and a short run that lowers flicker on held-out clips."""
 
 import json
+import os
+import signal
 import sys
 
 import jax.numpy as jnp
@@ -13,11 +15,12 @@ from pyoco_jax.convert.merge import NEW_PARAM_PATTERN, flat_params
 from pyoco_jax.convert.vae import load_vae
 from pyoco_jax.data.synthetic import SyntheticVideoSource
 from pyoco_jax.evaluate.flicker import flicker
+from pyoco_jax.train.preemption import PreemptionWatch
 from pyoco_jax.train.video_vae import finetune_video_vae
 from pyoco_jax.train.video_vae_checkpoint import load_video_vae
 from pyoco_jax.train.video_vae_step import video_vae_loss
 from tests.models.vae_testing import save_tiny_vae
-from tests.train.helpers import REPO, run
+from tests.train.helpers import REPO, checkpoint_steps, load_checkpoint_arrays, run
 
 CONFIG = str(REPO / "configs" / "video_vae.py")
 
@@ -90,3 +93,52 @@ def test_finetune_lowers_flicker_on_held_out_clips(tmp_path):
     print(f"held-out flicker: image decoder {before:.4f}, VideoVAE {after:.4f}; L1 {l1_before:.4f} -> {l1_after:.4f}")
     assert after < 0.5 * before
     assert l1_after < l1_before  # Not bought by a worse reconstruction.
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_equals_one_run(tmp_path, monkeypatch):
+    """4 steps in one go == SIGTERM after step 2 (checkpoint, no VideoVAE yet) then a rerun on the workdir: bitwise.
+
+    8 clips of 2 frames at 16x16, one per fake device; the checkpoint at step 4 holds the params, the
+    optimizer state, the step and the RNG, and its data state says the same batches were read.
+    """
+    save_tiny_vae(tmp_path / "vae")
+    overrides = [
+        f"vae.path={tmp_path / 'vae'}",
+        "data.resolution=16",
+        "data.num_frames=2",
+        "data.global_batch_size=8",
+        "vae.num_steps=4",
+        "vae.learning_rate=1e-3",
+        "vae.warmup_steps=0",
+        "vae.log_every=1",
+        "train.checkpoint_every=3",
+    ]
+    config = load_config(CONFIG, overrides)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    finetune_video_vae(config, straight)
+    assert checkpoint_steps(straight) == [3, 4]
+
+    should_stop = PreemptionWatch.should_stop
+
+    def sigterm_after_step_2(watch, step):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return should_stop(watch, step)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PreemptionWatch, "should_stop", sigterm_after_step_2)
+        finetune_video_vae(config, resumed)
+    assert checkpoint_steps(resumed) == [2] and not (resumed / "video_vae").exists()
+    finetune_video_vae(config, resumed)
+    assert checkpoint_steps(resumed) == [2, 3, 4]
+
+    a, b = load_checkpoint_arrays(straight, 4), load_checkpoint_arrays(resumed, 4)
+    assert a.keys() == b.keys() and any("/opt_state/" in name for name in a) and "/rng" in a
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    data = [json.loads((workdir / "checkpoints/4/data/metadata").read_text()) for workdir in (straight, resumed)]
+    assert data[0] == data[1]
+    final = [flat_params(load_video_vae(workdir / "video_vae")) for workdir in (straight, resumed)]
+    for name, value in final[0].items():
+        np.testing.assert_array_equal(value.get_value(), final[1][name].get_value(), err_msg=name)
