@@ -68,7 +68,7 @@ def main() -> None:
         f"text.path={root / 'sd'}",
         f"data.num_frames={args.frames}",
         f"data.resolution={args.side // 8}",
-        "data.target_fps=0.0",
+        "prepare.frame_strides=()",  # One clip per video, at the native rate.
     ]
     config = load_config("configs/sd15_latent.py", overrides)
     first = prepare(config, str(videos), root / "warm", num_shards=1, batch_size=1)  # Includes compilation.

@@ -65,9 +65,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.diffusion.edm.sigma_data = 0.5
     c.diffusion.edm.p_mean = -1.2  # log-normal training sigma: ln(sigma) ~ N(p_mean, p_std^2)
     c.diffusion.edm.p_std = 1.2
-    c.diffusion.edm.sigma_min = 0.002
+    c.diffusion.edm.sigma_min = 0.002  # Sampling grid ends; with a bridged network, training sigmas too.
     c.diffusion.edm.sigma_max = 80.0
     c.diffusion.edm.rho = 7.0  # Sampling step spacing exponent.
+    # How the train.init_from network was trained (PYoCo: fine-tune a pretrained DDPM model in EDM):
+    # "": no pretrained network (refused with init_from) | edm: with EDM's preconditioning |
+    # epsilon | v | x0: a DDPM model predicting that (diffusers scheduler_config.json prediction_type
+    # epsilon | v_prediction | sample); it is bridged to EDM through diffusion.ddpm's schedule (set it to the
+    # model's), and sigma_min/sigma_max must lie within that schedule's sigmas (SD: [0.0292, 14.6]).
+    c.diffusion.edm.pretrained_prediction = ""
     c.diffusion.ddpm = ml_collections.ConfigDict()
     c.diffusion.ddpm.schedule = "scaled_linear"  # linear | scaled_linear | cosine
     c.diffusion.ddpm.num_train_timesteps = 1000
@@ -211,4 +217,9 @@ def get_config() -> ml_collections.ConfigDict:
         ("conv_window", None),
         ("relpos", None),
     )
+
+    # ---- pyoco-prepare (pyoco_jax/prepare.py): which clips of each video the latent cache stores. ----
+    c.prepare = ml_collections.ConfigDict()
+    c.prepare.frame_strides = ()  # Native-frame strides, one clip rate each (fps = native / stride); (): data's.
+    c.prepare.clips_per_stride = 1  # Clips per video at each stride, their random starts spread over the video.
     return c

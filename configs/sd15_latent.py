@@ -3,7 +3,7 @@
 Needs a diffusers SD-1.5 pipeline folder (unet/, vae/, text_encoder/, tokenizer/) at SD and clips with
 captions in a video folder (metadata.csv: path, caption). Encode the clips once, then train:
 
-  pyoco-prepare --config configs/sd15_latent.py --set vae.path=SD --set text.path=SD \
+  pyoco-prepare --config configs/sd15_latent.py --config.vae.path=SD --config.text.path=SD \
       --videos VIDEOS --out runs/sd15_latents
   pyoco-train --config configs/sd15_latent.py --workdir runs/sd15 --config.data.path=runs/sd15_latents \
       --config.train.init_from=SD --config.vae.path=SD --config.text.path=SD
@@ -23,10 +23,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.num_frames = 16
     c.data.resolution = 32  # Latent side: 256 pixels / the VAE's factor 8.
     c.data.channels = 4
-    c.data.fps = 8.0
-    c.data.target_fps = 8.0  # Clips are sampled at 8 fps when prepared.
+    c.data.fps = 8.0  # The fps condition of samples; training sees each cached clip's own.
     c.data.global_batch_size = 64
     c.data.worker_count = 4
+    # pyoco-prepare caches clips at the native rate, 1/2 and 1/4 of it (each with its own fps, MagicVideo's
+    # frame-rate spread); more clips per stride give small datasets more start positions.
+    c.prepare.frame_strides = (1, 2, 4)
+    c.prepare.clips_per_stride = 1
 
     # SD-1.5 U-Net architecture (train.init_from overrides it from the checkpoint's config.json).
     c.model.in_channels = c.model.out_channels = 4

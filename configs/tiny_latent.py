@@ -3,7 +3,7 @@
 Same code paths as configs/sd15_latent.py (latent cache, captions as cross-attention context, DDPM,
 only temporal layers trained, VideoVAE decoding), at 4 frames of 8x8x4 latents:
 
-  pyoco-prepare --config configs/tiny_latent.py --set vae.path=PIPE --set text.path=PIPE \
+  pyoco-prepare --config configs/tiny_latent.py --config.vae.path=PIPE --config.text.path=PIPE \
       --videos VIDEOS --out runs/tiny_latents
   pyoco-train --config configs/tiny_latent.py --workdir runs/tiny_latent \
       --config.data.path=runs/tiny_latents --config.train.init_from=PIPE
@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.resolution = 8
     c.data.global_batch_size = 2
     c.data.worker_count = 0
+    c.prepare.frame_strides = ()  # One clip per video at the native rate: a small cache for CPU tests.
     c.model.block_out_channels = (32, 64)
     c.model.layers_per_block = 1
     c.model.attention_levels = (True, False)

@@ -46,12 +46,18 @@ class ClipSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ClipDraws:
-    """Uniform [0, 1) numbers that fix a clip's random choices."""
+    """Uniform [0, 1) numbers that fix a clip's random choices.
+
+    A random start falls in part `part` of `parts` equal parts of the possible starts, so `parts`
+    clips of one video with parts 0..parts-1 start at distinct frames whenever the video has that many.
+    """
 
     start: float = 0.5
     top: float = 0.5
     left: float = 0.5
     flip: float = 1.0
+    part: int = 0
+    parts: int = 1
 
     @classmethod
     def for_example(cls, seed: int, index: int, epoch: int) -> "ClipDraws":
@@ -107,7 +113,11 @@ def clip_times(
             f"the usable part has {have:.2f} s ({max(0, last - first + 1)} frames at {native_fps:.3g} fps)"
         )
     choices = latest - first + 1
-    offset = min(int(draws.start * choices), choices - 1) if spec.temporal == "random" else (choices - 1) // 2
+    if spec.temporal == "random":
+        low, high = draws.part * choices // draws.parts, (draws.part + 1) * choices // draws.parts
+        offset = min(low + int(draws.start * (high - low)), choices - 1)
+    else:
+        offset = (choices - 1) // 2
     first_frame = first + offset
     times = (first_frame + np.arange(spec.num_frames) * step) / native_fps
     return ClipTimes(times=times, fps=fps, first_frame=first_frame)

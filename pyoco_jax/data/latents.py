@@ -55,6 +55,17 @@ def write_shard(path: str | Path, records: Iterable[Mapping[str, np.ndarray]]) -
     return count
 
 
+def count_records(path: str | Path) -> int:
+    """Records in the finished shard `path` (read from its footer, not by scanning)."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    reader = ArrayRecordReader(str(path))
+    try:
+        return reader.num_records()
+    finally:
+        reader.close()
+
+
 def write_index(folder: str | Path, index: Mapping[str, Any]) -> None:
     folder = Path(folder)
     partial = folder / (INDEX_NAME + ".partial")
@@ -79,11 +90,12 @@ class LatentShardSource:
     """Random-access source of cached clips (grain `RandomAccessDataSource`).
 
     Elements: video float32 (F, h, w, c) latents already multiplied by the VAE's scaling factor,
-    context float32 (T, D) when prompts were encoded, label int32, fps float32. With
+    context float32 (T, D) when prompts were encoded, label int32, fps float32: the frame rate the clip
+    was cut at (what fps conditioning sees), or `fps` (data.fps) for records that store none. With
     `sample_posterior` a latent is mean + std * eps, eps fixed per (seed, index, epoch); else the mean.
     """
 
-    def __init__(self, folder: str | Path, *, sample_posterior: bool = True, seed: int = 0):
+    def __init__(self, folder: str | Path, *, sample_posterior: bool = True, seed: int = 0, fps: float | None = None):
         from grain.sources import ArrayRecordDataSource
 
         self.folder = Path(folder)
@@ -100,6 +112,7 @@ class LatentShardSource:
         self.shift_factor = float(self.index.get("shift_factor") or 0.0)
         self.sample_posterior = sample_posterior
         self.seed = seed
+        self.fps = fps
 
     def __len__(self) -> int:
         return len(self._records)
@@ -116,11 +129,18 @@ class LatentShardSource:
         element = {
             "video": (latent - self.shift_factor) * self.scaling_factor,
             "label": np.asarray(record["label"], np.int32),
-            "fps": np.asarray(record["fps"], np.float32),
+            "fps": np.asarray(self._fps(record), np.float32),
         }
         if "context" in record:
             element["context"] = record["context"].astype(np.float32)
         return element
+
+    def _fps(self, record: Mapping[str, np.ndarray]) -> float:
+        if "fps" in record:
+            return float(record["fps"])
+        if self.fps is None:
+            raise ValueError(f"the latent cache {self.folder} stores no clip fps: pass data.fps as `fps`")
+        return self.fps
 
     def null_context(self) -> np.ndarray | None:
         """The empty prompt's embedding, or None when the cache has no text."""
