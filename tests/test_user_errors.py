@@ -57,7 +57,7 @@ CASES = {
     "frames that the sequence axis cannot split": (["--config.mesh.sequence=3"], "data.num_frames"),
     "mesh axis of size zero": (["--config.mesh.fsdp=0"], "mesh.fsdp"),
     "missing pretrained folder": (
-        ["--config.train.init_from=no/such/unet", "--config.diffusion.edm.pretrained_prediction=epsilon"],
+        ["--config.train.init_from=no/such/unet", "--config.diffusion.edm.pretrained_prediction=edm"],
         "train.init_from",
     ),
     "pretrained DDPM model without its parameterization": (

@@ -15,12 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from diffusers import UNet2DConditionModel
 from flax import nnx
 from pyoco_jax.configs import default
 
 from pyoco_jax.convert.diffusers import load_unet
 from pyoco_jax.diffusion import DDPM, EDM, BridgedEDM, VPSchedule, check_config, make_formulation
+from tests.models.diffusers_testing import saved_random_unet
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 __array__ notice inside diffusers
 DENOISER_TOL = 2e-5
@@ -106,20 +106,16 @@ def test_an_exact_vp_network_makes_the_edm_loss_vanish(prediction):
 @pytest.fixture(scope="module")
 def image_unet(tmp_path_factory):
     """A tiny random diffusers U-Net with cross-attention, saved, and the same weights in our VideoUNet."""
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
+    folder = tmp_path_factory.mktemp("unet")
+    unet = saved_random_unet(
+        folder,
         sample_size=16,
         block_out_channels=(32, 64),
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
-    ).eval()
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    folder = tmp_path_factory.mktemp("unet")
-    unet.save_pretrained(folder)
+    )
     return unet, load_unet(folder)
 
 

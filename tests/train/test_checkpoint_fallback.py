@@ -17,16 +17,16 @@ from tests.train.helpers import checkpoint_steps, fast_config, small_config
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
-def damage(workdir: pathlib.Path, step: int) -> pathlib.Path:
-    """Truncates the largest data file of a step's state to half, as a full disk or a kill mid-copy leaves it.
+def damage(workdir: pathlib.Path, step: int) -> None:
+    """Truncates every data file of a step's state to half, as a full disk or a kill mid-copy leaves them.
 
-    Data files are the OCDBT ones under `d/` folders: the larger JSON `_METADATA` of a U-Net state is not
-    needed to restore onto a target, so truncating it damages nothing.
+    Data files are the OCDBT ones under `d/` folders (the JSON `_METADATA` of a U-Net state is not needed
+    to restore onto a target). Every one, since a sharded save may leave some that a restore never reads.
     """
     files = [path for path in (workdir / "checkpoints" / str(step) / "state").rglob("*") if path.parent.name == "d"]
-    largest = max(files, key=lambda path: path.stat().st_size)
-    os.truncate(largest, largest.stat().st_size // 2)
-    return largest
+    assert files, f"no OCDBT data files in step {step}"
+    for path in files:
+        os.truncate(path, path.stat().st_size // 2)
 
 
 def _state(step: int) -> dict:

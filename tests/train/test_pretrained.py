@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from diffusers import UNet2DConditionModel
 from flax import nnx
 
 from pyoco_jax.diffusion import BridgedEDM
@@ -20,6 +19,7 @@ from pyoco_jax.errors import ConfigError
 from pyoco_jax.train.build import build_run
 from pyoco_jax.train.pretrained import check_pretrained_training, init_from_pretrained
 from pyoco_jax.train.trainer import train
+from tests.models.diffusers_testing import saved_random_unet
 from tests.train.helpers import checkpoint_steps, fast_config
 
 pytestmark = pytest.mark.slow
@@ -38,8 +38,9 @@ SD_SCHEDULER = {
 @pytest.fixture(scope="module")
 def image_unet(tmp_path_factory):
     """A random diffusers U-Net shaped like the fast test config's 2D part, saved with save_pretrained."""
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
+    folder = tmp_path_factory.mktemp("image_unet")
+    unet = saved_random_unet(
+        folder,
         sample_size=16,
         in_channels=3,
         out_channels=3,
@@ -50,12 +51,7 @@ def image_unet(tmp_path_factory):
         mid_block_type="UNetMidBlock2D",
         norm_num_groups=8,
         num_class_embeds=4,
-    ).eval()
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    folder = tmp_path_factory.mktemp("image_unet")
-    unet.save_pretrained(folder)
+    )
     return unet, folder
 
 

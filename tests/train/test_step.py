@@ -96,7 +96,7 @@ def test_lr_scale_multiplies_the_update_of_matching_params_only():
 def test_lr_scale_pattern_that_matches_nothing_fails_before_compiling():
     with pytest.raises(ConfigError, match="matches no path"):
         build_run(fast_config("optim.lr_scale=3.0", "optim.lr_scale_pattern=no_such_layer"))
-    with pytest.raises(ConfigError, match="not a regex"):
+    with pytest.raises(ConfigError, match="not a regular expression"):
         fast_config("optim.lr_scale_pattern=temporal(")
 
 
