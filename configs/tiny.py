@@ -45,5 +45,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.sample_every = 0
     c.sample.num_steps = 32
     c.sample.s_churn = 40.0  # Stochastic sampling corrects the short run's errors: one colour per shape.
-    c.sample.guidance_scale = 7.0  # Measured: 81-84% of 32 samples show their shape at 7, 75% at 5, 72% at 4.
+    c.sample.guidance_scale = 7.0  # 78% of 64 samples show their shape (95% CI 67-86%); 72% of 32 at guidance 4.
     return c
