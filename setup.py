@@ -68,6 +68,7 @@ setup(
             "pyoco-prepare=pyoco_jax.cli.prepare:run",
             "pyoco-convert=pyoco_jax.cli.convert:run",
             "pyoco-train-vae=pyoco_jax.cli.train_vae:run",
+            "pyoco-eval=pyoco_jax.cli.eval:run",
         ]
     },
 )

@@ -9,7 +9,6 @@ import numpy as np
 from absl import flags, logging
 
 from pyoco_jax.cli.common import absolute, config_overrides, run_cli
-from pyoco_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/ (local or gs://).", required=True)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
@@ -33,57 +32,25 @@ _SHAPE_ACCURACY = flags.DEFINE_bool(
 
 def main() -> None:
     """Overrides (`--config.vae.path=DIR`, e.g. for moved files) apply to the checkpoint's config."""
-    from pyoco_jax.config import apply_overrides
-    from pyoco_jax.diffusion import make_formulation
-    from pyoco_jax.sample.inputs import sampling_inputs
+    from pyoco_jax.evaluate.shape_report import check_shape_model, format_shape_metrics, shape_metrics
     from pyoco_jax.sample.output import write_videos
-    from pyoco_jax.sample.sampler import make_sampler, sample_videos
-    from pyoco_jax.train.state import split_model
-    from pyoco_jax.train.weights import checkpoint_weights, model_from_weights
+    from pyoco_jax.sample.run_sampler import load_run_sampler
 
-    config, step, weights = checkpoint_weights(absolute(_WORKDIR.value), _STEP.value, ema=_EMA.value)
-    if config_overrides():
-        config = apply_overrides(config, config_overrides())
-    if _SHAPE_ACCURACY.value and (config.data.source != "synthetic" or config.model.num_classes == 0):
-        raise UserError("--shape_accuracy needs a class-conditional model of the synthetic shapes")
-    if _LABEL.value is not None and not 0 <= _LABEL.value < max(config.model.num_classes, 1):
-        raise UserError(f"--label must be in [0, {config.model.num_classes}) for this model")
-    prompts = list(_PROMPT.value)
-    if prompts and config.model.cross_attention_dim == 0:
-        raise UserError("this model has no text conditioning (model.cross_attention_dim=0); drop --prompt")
-    num = len(prompts) if len(prompts) > 1 else _NUM.value
-    graphdef, params, frozen = split_model(model_from_weights(config, weights), config.optim.trainable)
-    sampler = make_sampler(
-        graphdef, make_formulation(config.diffusion), config, _STEPS.value or config.sample.num_steps
+    run = load_run_sampler(
+        absolute(_WORKDIR.value), _STEP.value, ema=_EMA.value, overrides=config_overrides(), num_steps=_STEPS.value
     )
-    labels = None if _LABEL.value is None else np.full((num,), _LABEL.value, np.int32)
-    inputs = sampling_inputs(config, num, labels=labels, prompts=prompts)
-    videos = sample_videos(
-        sampler, params, frozen, config, seed=_SEED.value, num=num, guidance_scale=_GUIDANCE.value, **inputs
-    )
-    paths = write_videos(videos, absolute(_OUT.value), config.sample.fps)
-    logging.info("Sampled %d videos from step %d: %s", num, step, ", ".join(map(str, paths)))
+    config = run.config
     if _SHAPE_ACCURACY.value:
-        _report_shape_metrics(config, videos, inputs["labels"])
-
-
-def _report_shape_metrics(config, videos: np.ndarray, labels: np.ndarray) -> None:
-    from pyoco_jax.data.loader import make_source
-    from pyoco_jax.evaluate.colour_drift import colour_drift
-    from pyoco_jax.evaluate.shape_accuracy import shape_accuracy, train_shape_classifier
-
-    source = make_source(config.data, seed=config.seed + 1)
-    classifier = train_shape_classifier(source)
-    accuracy = shape_accuracy(classifier, videos, labels)
-    print(
-        f"shape accuracy: {accuracy:.1%} of {len(labels)} clips show the requested shape (chance "
-        f"{1 / config.model.num_classes:.0%}; the classifier scores {classifier.held_out_accuracy:.1%} on real frames)"
-    )
-    real = np.stack([source[i]["video"] for i in range(min(len(source), len(labels)))])
-    print(
-        f"colour drift: {colour_drift(videos):.3f} (mean RGB distance of a frame's shape colour from its clip's "
-        f"average; real clips {colour_drift(real):.3f})"
-    )
+        check_shape_model(config)
+    prompts = list(_PROMPT.value)
+    num = len(prompts) if len(prompts) > 1 else _NUM.value
+    labels = None if _LABEL.value is None else np.full((num,), _LABEL.value, np.int32)
+    videos, inputs = run.sample(num, seed=_SEED.value, labels=labels, prompts=prompts, guidance_scale=_GUIDANCE.value)
+    paths = write_videos(videos, absolute(_OUT.value), config.sample.fps)
+    logging.info("Sampled %d videos from step %d: %s", num, run.step, ", ".join(map(str, paths)))
+    if _SHAPE_ACCURACY.value:
+        metrics = shape_metrics(config, videos, inputs["labels"])
+        print(format_shape_metrics(metrics, num, config.model.num_classes))
 
 
 def run() -> None:

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
+from tqdm import tqdm
 
 from pyoco_jax import parallel
 from pyoco_jax.evaluate.frechet import FeatureStats, fit_gaussian, frechet_distance_of
@@ -31,7 +32,8 @@ class I3DFeatures:
 
     def __call__(self, videos: np.ndarray) -> np.ndarray:
         features = []
-        for start in range(0, len(videos), self.batch_size):
+        batches = range(0, len(videos), self.batch_size)
+        for start in tqdm(batches, desc="I3D features", unit="batch", disable=len(batches) < 4):
             chunk = prepare_clips(self.protocol, videos[start : start + self.batch_size])
             count = len(chunk)
             padded = np.concatenate([chunk, np.zeros((self.batch_size - count, *chunk.shape[1:]), chunk.dtype)])

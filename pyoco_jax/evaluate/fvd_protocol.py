@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pyoco_jax.errors import UserError
+
 I3D_FRAMES = 16
 I3D_SIZE = 224
 FLOAT_RANGE_SLACK = 1e-3
@@ -54,9 +56,9 @@ PROTOCOLS: dict[str, FVDProtocol] = {
 
 
 def get_protocol(name: str) -> FVDProtocol:
-    """The protocol called `name`, or a ValueError listing the names there are."""
+    """The protocol called `name`, or a UserError listing the names there are."""
     if name not in PROTOCOLS:
-        raise ValueError(f"unknown FVD protocol {name!r}; choose one of {sorted(PROTOCOLS)}")
+        raise UserError(f"unknown FVD protocol {name!r}; choose one of {sorted(PROTOCOLS)}")
     return PROTOCOLS[name]
 
 
@@ -64,23 +66,23 @@ def check_clip_shape(protocol: FVDProtocol, videos: np.ndarray) -> None:
     """Checks one batch's layout, frame count, dtype and value range (any number of clips)."""
     where = f"FVD protocol {protocol.name}"
     if videos.ndim != 5:
-        raise ValueError(f"{where}: videos must be (clips, frames, height, width, 3), got shape {videos.shape}")
+        raise UserError(f"{where}: videos must be (clips, frames, height, width, 3), got shape {videos.shape}")
     if videos.shape[-1] != 3:
-        raise ValueError(
+        raise UserError(
             f"{where}: videos must have 3 RGB channels last, got {videos.shape[-1]} (shape {videos.shape}); "
             "convert grey to RGB or move channels to the last axis"
         )
     if videos.shape[1] != protocol.num_frames:
-        raise ValueError(
+        raise UserError(
             f"{where}: clips must have exactly {protocol.num_frames} consecutive frames, got {videos.shape[1]}; "
             f"cut them (e.g. videos[:, :{protocol.num_frames}]) or pick a protocol for {videos.shape[1]}-frame clips"
         )
     if videos.dtype == np.uint8:
         return
     if not np.issubdtype(videos.dtype, np.floating):
-        raise ValueError(f"{where}: videos must be uint8 in [0, 255] or float in [-1, 1], got dtype {videos.dtype}")
+        raise UserError(f"{where}: videos must be uint8 in [0, 255] or float in [-1, 1], got dtype {videos.dtype}")
     if videos.size and (videos.min() < -1 - FLOAT_RANGE_SLACK or videos.max() > 1 + FLOAT_RANGE_SLACK):
-        raise ValueError(
+        raise UserError(
             f"{where}: float videos must be in [-1, 1], got [{videos.min():.3g}, {videos.max():.3g}]; "
             "map [0, 1] floats with 2 * x - 1, or pass uint8"
         )
@@ -90,7 +92,7 @@ def check_clips(protocol: FVDProtocol, videos: np.ndarray) -> None:
     """Checks a whole set of clips: the layout of `check_clip_shape` and at least `protocol.num_clips` clips."""
     check_clip_shape(protocol, videos)
     if videos.shape[0] < protocol.num_clips:
-        raise ValueError(
+        raise UserError(
             f"FVD protocol {protocol.name} needs {protocol.num_clips} clips, got {videos.shape[0]}; "
             f"provide more clips or pick a smaller protocol from {sorted(PROTOCOLS)}"
         )

@@ -40,6 +40,15 @@ def test_loss_falls_and_outputs_are_written(tmp_path):
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
         assert float(stream.average_rate) == pytest.approx(config.sample.fps)
     assert len(frames) == config.data.num_frames
+
+    evaluate = [sys.executable, "-m", "pyoco_jax.cli.eval", f"--workdir={tmp_path}"]
+    printed = run([*evaluate, "--metric=shape", "--num=4", "--batch=4"]).stdout
+    assert re.search(r"shape accuracy: \d+\.\d% of 4 clips show the requested shape", printed), printed
+    written = json.loads((tmp_path / "eval" / "step_0000100.json").read_text())
+    assert written["step"] == 100 and 0 <= written["eval/shape_accuracy"] <= 1
+    result = subprocess.run([*evaluate, "--protocol=fvd9_9f"], env=single_device_env(), capture_output=True, text=True)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "pyoco-eval: unknown FVD protocol 'fvd9_9f'" in result.stderr, result.stderr[-2000:]
     side = config.data.resolution
     _, grid_h, grid_w, _ = video_grid(np.zeros((2, 1, side, side, 3), np.uint8), cols=2).shape
     assert grid_w > 2 * side  # Two samples side by side, with a gap.
