@@ -161,9 +161,31 @@ def summarize(run: Run, keys: Sequence[str]) -> dict[str, object]:
     for key in ("steps_per_second", "frames_per_second"):
         values = _series(records, key)
         row[key] = statistics.median(values) if values else None
-    for record in records:  # In step order: the last logged value of each evaluation metric stays.
+    evaluations = [*records, *read_evaluations(epath.Path(run.workdir) / "eval")]
+    for record in sorted(evaluations, key=lambda r: r["step"]):  # The newest step's value of each metric stays.
         row.update({key: float(value) for key, value in record.items() if key.startswith("eval/") and _number(value)})
     return row
+
+
+def read_evaluations(folder: epath.Path) -> list[dict]:
+    """What `pyoco-eval` wrote: <run>/eval/step_<N>.json, one record per evaluated checkpoint."""
+    records = []
+    for path in sorted(folder.glob("step_*.json")) if folder.exists() else []:
+        try:
+            record = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if isinstance(record, dict) and _number(record.get("step")):
+            records.append(record)
+    return records
+
+
+def rank(rows: list[dict[str, object]], by: str) -> list[dict[str, object]]:
+    """Rows ordered by column `by` (ascending; `-name` descending), with a `rank` column; rows without it last."""
+    column, descending = by.removeprefix("-"), by.startswith("-")
+    scored = sorted((row for row in rows if _number(row.get(column))), key=lambda row: row[column], reverse=descending)
+    ranked = [{"rank": i + 1, **row} for i, row in enumerate(scored)]
+    return ranked + [{"rank": None, **row} for row in rows if not _number(row.get(column))]
 
 
 def _cell(value: object) -> str:
@@ -174,9 +196,11 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
-def write_summary(sweep: Sweep, runs: list[Run], workdir: str) -> list[dict[str, object]]:
-    """<workdir>/summary.csv (full precision) and summary.md (a GitHub table); returns the rows."""
+def write_summary(sweep: Sweep, runs: list[Run], workdir: str, rank_by: str = "") -> list[dict[str, object]]:
+    """<workdir>/summary.csv (full precision) and summary.md (a GitHub table), ranked by `rank_by` if given."""
     rows = [summarize(run, sweep.keys) for run in runs]
+    if rank_by:
+        rows = rank(rows, rank_by)
     columns = list(dict.fromkeys(column for row in rows for column in row))
     evals = sorted(column for column in columns if column.startswith("eval/"))
     columns = [column for column in columns if not column.startswith("eval/")] + evals
@@ -189,13 +213,18 @@ def write_summary(sweep: Sweep, runs: list[Run], workdir: str) -> list[dict[str,
     (root / "summary.csv").write_text(text.getvalue())
     counts = ", ".join(f"{sum(row['status'] == s for row in rows)} {s}" for s in STATUSES)
     numeric = set(columns) - {"name", "status", *sweep.keys}
+    ranking = (
+        f" Ranked by {rank_by.removeprefix('-')} ({'highest' if rank_by.startswith('-') else 'lowest'} first)."
+        if rank_by
+        else ""
+    )
     lines = [
         f"# Sweep `{sweep.path}`",
         "",
         f"Base config `{sweep.config}`, workdir `{workdir}`; {len(rows)} runs: {counts}.",
         f"Training loss: last logged, mean of the last {LAST} logged, lowest. Steps/s and frames/s: median of "
         "the logged values. failed: the last local attempt ended before the final step (see the run's train.log); "
-        "running the sweep again resumes it.",
+        f"running the sweep again resumes it. eval/*: the newest evaluation (pyoco-eval).{ranking}",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "|".join("---:" if column in numeric else "---" for column in columns) + "|",
@@ -313,6 +342,12 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--dry-run", action="store_true", help="Print the commands; run nothing, read no workdir.")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="Run (or launch) only these runs.")
     parser.add_argument("--summarize-only", action="store_true", help="Only write summary.csv and summary.md.")
+    parser.add_argument(
+        "--rank-by",
+        default="",
+        metavar="COLUMN",
+        help="Order the summary by this column, e.g. eval/fvd (-COLUMN: highest first).",
+    )
     overrides = [arg for arg in argv[:cut] if arg.startswith("--config.")]  # --config.key=value: every run.
     args = parser.parse_args([arg for arg in argv[:cut] if not arg.startswith("--config.")])
     args.set = overrides
@@ -330,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = expand(sweep, args.workdir, args.set)
         selected = select(runs, args.only)
         if args.summarize_only:
-            write_summary(sweep, runs, args.workdir)
+            write_summary(sweep, runs, args.workdir, args.rank_by)
             print(f"wrote {args.workdir}/summary.csv and summary.md")
             return 0
         if args.launcher != "local":
@@ -354,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     finally:
-        rows = write_summary(sweep, runs, args.workdir)
+        rows = write_summary(sweep, runs, args.workdir, args.rank_by)
         print(f"summary: {args.workdir}/summary.md")
     selected_names = {run.name for run in selected}
     return int(any(row["status"] != "done" for row in rows if row["name"] in selected_names))

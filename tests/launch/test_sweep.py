@@ -175,6 +175,33 @@ def test_a_run_that_fails_is_recorded_as_failed(tmp_path):
 
 
 @pytest.mark.slow
+def test_summary_ranks_runs_by_their_newest_evaluation(tmp_path):
+    path = write_sweep(tmp_path, '[{"noise.alpha": a} for a in (0.5, 1.0, 2.0)]')
+    workdir = tmp_path / "sw"
+    sweep = load_sweep(path)
+    runs = sweep_cli.expand(sweep, str(workdir), [])
+    evaluations = {  # run -> {step: (fvd, shape accuracy)} as pyoco-eval writes them; alpha-2.0 never evaluated.
+        "alpha-0.5": {100: (900.0, 0.4), 200: (300.0, 0.7)},  # The newest step counts: 300.
+        "alpha-1.0": {200: (450.0, 0.8)},
+    }
+    for name, by_step in evaluations.items():
+        (workdir / name / "eval").mkdir(parents=True)
+        for step, (fvd, accuracy) in by_step.items():
+            record = {"step": step, "eval/fvd": fvd, "eval/shape_accuracy": accuracy, "protocol": "fvd256_8f"}
+            (workdir / name / "eval" / f"step_{step:07d}.json").write_text(json.dumps(record))
+    rows = sweep_cli.write_summary(sweep, runs, str(workdir), rank_by="eval/fvd")
+    assert [(row["name"], row["rank"], row.get("eval/fvd")) for row in rows] == [
+        ("alpha-0.5", 1, 300.0),
+        ("alpha-1.0", 2, 450.0),
+        ("alpha-2.0", None, None),
+    ]
+    assert "Ranked by eval/fvd (lowest first)" in (workdir / "summary.md").read_text()
+    rows = sweep_cli.write_summary(sweep, runs, str(workdir), rank_by="-eval/shape_accuracy")
+    assert [row["name"] for row in rows] == ["alpha-1.0", "alpha-0.5", "alpha-2.0"]
+    with open(workdir / "summary.csv") as file:
+        assert next(csv.reader(file))[0] == "rank"
+
+
 def test_two_run_sweep_trains_here_summarizes_and_skips_finished_runs_on_rerun(tmp_path):
     # The runs differ only in their data, so both use the same compiled programs (the second hits the cache).
     path = write_sweep(tmp_path, '[{"data.max_objects": n} for n in (1, 2, 3)]')
