@@ -26,6 +26,12 @@ _NUM = flags.DEFINE_integer("num", 64, "Clips sampled for --metric shape.", lowe
 _BATCH = flags.DEFINE_integer("batch", 32, "Clips sampled at once.", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (and the real clips' draw for FVD).")
 _STATS_DIR = flags.DEFINE_string("stats_dir", "", "Where real FVD statistics are cached (default: see above).")
+_REAL_BASELINE = flags.DEFINE_bool(
+    "real_baseline",
+    False,
+    "FVD of other real clips (the protocol's count, after those in the statistics) instead of "
+    "samples: the floor the metric reaches on this data.",
+)
 
 
 def sample_in_chunks(run, num: int, batch: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -66,14 +72,18 @@ def fvd_metrics(run) -> dict:
     data = run.config.data
     features = I3DFeatures(protocol)
 
-    def real() -> object:
-        source = make_source(data, seed=_SEED.value)
-        clips = np.stack([source[i]["video"] for i in range(min(len(source), protocol.num_clips))])
+    source = make_source(data, seed=_SEED.value)
+
+    def real_clips(start: int) -> np.ndarray:
+        clips = np.stack([source[i]["video"] for i in range(start, min(len(source), start + protocol.num_clips))])
         check_clips(protocol, clips)
-        return video_stats(features, clips)
+        return clips
 
     path = stats_path(real_stats_dir(data), dataset_name(data), data.split, protocol.name, _SEED.value)
-    real_stats = cached_stats(path, real)
+    real_stats = cached_stats(path, lambda: video_stats(features, real_clips(0)))
+    if _REAL_BASELINE.value:
+        baseline = fvd(real_stats, video_stats(features, real_clips(protocol.num_clips)))
+        return {"eval/fvd_real_baseline": baseline, "protocol": protocol.name}
     videos, _ = sample_in_chunks(run, protocol.num_clips, _BATCH.value, _SEED.value)
     check_clips(protocol, videos)
     return {"eval/fvd": fvd(real_stats, video_stats(features, videos)), "protocol": protocol.name}
