@@ -142,6 +142,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 3  # Keep the last K checkpoints ...
     c.train.keep_every = 0  # ... plus every M-th step forever (0: none).
     c.train.sample_every = 500  # Sample videos with the EMA params (0: only at the end).
+    # In-loop evaluation of the EMA params as `pyoco-eval` does it (to eval/*.json, metrics.jsonl, TensorBoard).
+    c.train.eval_every = 0  # Every N steps and at the end (0: never).
+    c.train.eval_metric = "fvd"  # fvd | shape
+    c.train.eval_protocol = "fvd256_8f"  # FVD protocol (pyoco_jax/evaluate/fvd_protocol.py).
+    c.train.eval_num = 64  # Clips sampled for the shape metric.
     c.train.init_from = ""  # diffusers UNet2DConditionModel folder to inflate ("": from scratch).
     c.train.convert_cache_dir = ""  # Orbax cache of converted init_from weights, so they convert once.
 

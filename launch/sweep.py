@@ -133,7 +133,8 @@ def read_metrics(path: epath.Path) -> list[dict]:
         except ValueError:
             continue  # A line cut short when a run was killed.
         if isinstance(record, dict) and isinstance(record.get("step"), (int, float)):
-            by_step[int(record["step"])] = record
+            step = int(record["step"])  # An evaluation logs its own line at a step: merge, later keys winning.
+            by_step[step] = {**by_step.get(step, {}), **record}
     return [by_step[step] for step in sorted(by_step)]
 
 

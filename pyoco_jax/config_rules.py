@@ -18,6 +18,8 @@ from pyoco_jax.diffusion import FORMULATIONS, PREDICTIONS, SAMPLERS
 from pyoco_jax.diffusion import check_config as check_diffusion
 from pyoco_jax.diffusion.schedules import DDPM_SCHEDULES
 from pyoco_jax.errors import ConfigError
+from pyoco_jax.evaluate.fvd_protocol import PROTOCOLS
+from pyoco_jax.evaluate.run_eval import METRICS
 from pyoco_jax.models.attention import BACKENDS
 from pyoco_jax.models.layers import COMPUTE_DTYPES, PARAM_DTYPES
 from pyoco_jax.models.remat import REMAT_MODES
@@ -49,6 +51,8 @@ CHOICES = {
     "vae.temporal_position_encoding": POSITION_ENCODINGS,
     "vae.trainable": tuple(TRAINABLE_PARTS),
     "vae.loss": LOSSES,
+    "train.eval_metric": METRICS,
+    "train.eval_protocol": tuple(PROTOCOLS),
 }
 
 POSITIVE = (
@@ -85,6 +89,7 @@ POSITIVE = (
     "train.log_every",
     "train.checkpoint_every",
     "train.keep_checkpoints",
+    "train.eval_num",
     "sample.num_steps",
     "sample.num_samples",
     "sample.fps",
@@ -108,6 +113,7 @@ NON_NEGATIVE = (
     "optim.grad_clip_norm",
     "train.keep_every",
     "train.sample_every",
+    "train.eval_every",
     "sample.guidance_scale",
     "sample.s_churn",
     "sample.s_tmin",

@@ -112,7 +112,7 @@ def _cycle_in(graph: dict[str, set[str]], group: set[str]) -> list[str]:
 def test_the_graph_sees_top_level_relative_and_function_level_imports():
     graph = import_graph()
     assert "pyoco_jax.convert.diffusers" in graph["pyoco_jax.convert.pipeline"]  # top level
-    assert "pyoco_jax.sample.inputs" in graph["pyoco_jax.cli.sample"]  # inside main()
+    assert "pyoco_jax.sample.run_sampler" in graph["pyoco_jax.cli.sample"]  # inside main()
     assert "pyoco_jax.diffusion.ddpm" in graph["pyoco_jax.diffusion"]  # a package's __init__
     assert "pyoco_jax.configs.sd15_latent" in graph["pyoco_jax.configs.tiny_latent"]  # configs/ as installed
 

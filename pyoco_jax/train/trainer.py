@@ -14,11 +14,13 @@ from absl import logging
 from pyoco_jax import distributed, parallel
 from pyoco_jax.data.loader import make_loader, make_source
 from pyoco_jax.errors import UserError
+from pyoco_jax.evaluate.run_eval import write_results
 from pyoco_jax.sample.inputs import sampling_inputs
 from pyoco_jax.sample.output import write_videos
 from pyoco_jax.sample.sampler import make_sampler, sample_videos
 from pyoco_jax.train.build import build_run, sharded_step
 from pyoco_jax.train.checkpoint import Checkpointer, abstract_like
+from pyoco_jax.train.in_loop_eval import make_in_loop_eval
 from pyoco_jax.train.metrics import MetricLogger, Throughput
 from pyoco_jax.train.optimizer import learning_rate_schedule
 from pyoco_jax.train.preemption import PreemptionWatch
@@ -91,6 +93,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             logger.video_grid(at_step, "samples", videos)
             logging.info("Wrote samples %s", ", ".join(map(str, paths)))
 
+    in_loop_eval = make_in_loop_eval(config, mesh, sampler, null_context)  # None unless train.eval_every.
+
+    def evaluate(at_step: int) -> None:
+        results = in_loop_eval(state)
+        if is_main:
+            logger.scalars(at_step, results)
+            write_results(workdir, at_step, results)
+
     def check(metrics_step: int, metrics) -> dict[str, float]:
         values = {name: float(value) for name, value in jax.device_get(metrics).items()}
         if values["nonfinite_streak"] >= config.optim.max_nonfinite_steps:
@@ -122,11 +132,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                 break
             if config.train.sample_every and step % config.train.sample_every == 0 and step < num_steps:
                 sample(step)
+            if in_loop_eval and step % config.train.eval_every == 0 and step < num_steps:
+                evaluate(step)
         if pending is not None:
             last_metrics.update(check(*pending))
         save(step)
         if step >= num_steps:
             sample(step)
+            if in_loop_eval:
+                evaluate(step)
         checkpointer.wait()
     finally:
         preemption.close()

@@ -18,11 +18,22 @@ pytestmark = pytest.mark.slow
 
 def test_loss_falls_and_outputs_are_written(tmp_path):
     config = fast_config(
-        "data.global_batch_size=8", "train.num_steps=100", "train.checkpoint_every=50", "optim.learning_rate=2e-3"
+        "data.global_batch_size=8",
+        "train.num_steps=100",
+        "train.checkpoint_every=50",
+        "optim.learning_rate=2e-3",
+        "train.eval_every=50",
+        "train.eval_metric=shape",
+        "train.eval_num=8",  # In-loop evaluation, as pyoco-eval.
     )
     train(config, str(tmp_path))
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [record["loss"] for record in records if "loss" in record]
     assert len(losses) == 100
+    evaluated = [record for record in records if "eval/shape_accuracy" in record]
+    assert [record["step"] for record in evaluated] == [50, 100]
+    assert all(0 <= r["eval/shape_accuracy"] <= 1 and r["eval/seconds"] > 0 for r in evaluated)
+    assert json.loads((tmp_path / "eval" / "step_0000050.json").read_text())["eval/shape_accuracy"] >= 0
     start, end = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
     assert end < 0.65 * start, (start, end)
     assert checkpoint_steps(tmp_path) == [50, 100]
