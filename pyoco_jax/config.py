@@ -17,6 +17,7 @@ from pyoco_jax.config_rules import check_combinations, check_values, get
 from pyoco_jax.config_values import apply_overrides_in_place, split_override
 from pyoco_jax.configs import default
 from pyoco_jax.errors import ConfigError, UserError
+from pyoco_jax.paths import absolute, is_remote
 
 __all__ = ["ConfigError", "apply_overrides", "check_data_files", "load_config", "validate", "with_defaults"]
 
@@ -106,16 +107,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def _absolute_paths(config: ml_collections.ConfigDict) -> None:
     for key in PATH_KEYS:
         value = get(config, key)
-        if value and "://" not in value:
+        if value:
             section, leaf = key.rsplit(".", 1)
-            get(config, section)[leaf] = os.path.abspath(os.path.expanduser(value))
+            get(config, section)[leaf] = absolute(value)
 
 
 def check_paths_exist(config: ml_collections.ConfigDict, keys: Iterable[str]) -> None:
     """Each set local path among `keys` exists (remote ones are read later, by the code that needs them)."""
     for key in keys:
         value = get(config, key)
-        if value and "://" not in value and not os.path.exists(value):
+        if value and not is_remote(value) and not os.path.exists(value):
             raise ConfigError(f"config key {key!r}: {value} does not exist")
 
 

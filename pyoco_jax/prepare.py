@@ -160,7 +160,10 @@ def _encoders(config: ml_collections.ConfigDict):
     from pyoco_jax.convert.vae import load_vae
 
     if not config.vae.path:
-        raise ValueError("vae.path is empty: set it to a diffusers VAE folder (or a Stable Diffusion pipeline folder)")
+        raise ConfigError(
+            "config key 'vae.path' is empty: set it to a diffusers VAE folder or a converted pipeline "
+            "(--config.vae.path=DIR)"
+        )
     vae = load_vae(config.vae.path, dtype=config.vae.dtype, allow_pickle=config.vae.allow_pickle)
     if not config.text.path:
         return vae, None, None

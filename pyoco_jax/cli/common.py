@@ -6,7 +6,6 @@ one saved in a checkpoint), parsed by `pyoco_jax.config_values`. A mistake the u
 exit status 1; anything else is a bug and keeps its traceback.
 """
 
-import os
 import sys
 from collections.abc import Callable
 
@@ -14,6 +13,9 @@ from absl import app, flags
 
 from pyoco_jax.cli.logs import quiet_library_logs
 from pyoco_jax.errors import UserError
+from pyoco_jax.paths import absolute
+
+__all__ = ["absolute", "config_overrides", "run_cli"]
 
 _OVERRIDE_PREFIX = "--config."
 _overrides: list[str] = []
@@ -22,11 +24,6 @@ _overrides: list[str] = []
 def config_overrides() -> list[str]:
     """The `key=value` overrides given on the command line, in order."""
     return list(_overrides)
-
-
-def absolute(path: str) -> str:
-    """A local path made absolute (Orbax and the loader's workers need that); URLs such as gs:// unchanged."""
-    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
 def run_cli(name: str, main: Callable[[], None], *, takes_overrides: bool = True) -> None:

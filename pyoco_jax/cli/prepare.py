@@ -31,10 +31,6 @@ def main() -> None:
     videos, out = absolute(_VIDEOS.value), absolute(_OUT.value)
     if not os.path.isdir(videos):
         raise UserError(f"--videos {videos} is not a folder")
-    for key in ("vae.path", "text.path"):
-        section, leaf = key.split(".")
-        if not config[section][leaf]:
-            raise UserError(f"config key {key!r} is empty: set it with --config.{key}=DIR (a converted pipeline)")
     metadata = absolute(_METADATA.value) if _METADATA.value else ""
     report = prepare(config, videos, out, metadata=metadata, num_shards=_SHARDS.value, batch_size=_BATCH.value)
     logging.info(

@@ -65,16 +65,17 @@ class Evaluator:
             check_shape_model(config)
         elif metric == "fvd":
             self.protocol = get_protocol(protocol)
-            self._features = None
+            self._features = self._source = None  # Built on first use: shape-only runs never load I3D.
             self._mesh = mesh
             self._stats_dir = real_stats_dir(config.data, stats_dir)
         else:
             raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
 
     def _real_clips(self, start: int) -> np.ndarray:
-        source = make_source(self.config.data, seed=self.seed)
-        stop = min(len(source), start + self.protocol.num_clips)
-        clips = np.stack([source[i]["video"] for i in range(start, stop)])
+        if self._source is None:
+            self._source = make_source(self.config.data, seed=self.seed)
+        stop = min(len(self._source), start + self.protocol.num_clips)
+        clips = np.stack([self._source[i]["video"] for i in range(start, stop)])
         check_clips(self.protocol, clips)
         return clips
 
