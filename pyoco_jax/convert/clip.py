@@ -3,12 +3,13 @@
 `load_text_encoder` reads a `CLIPTextModel` folder (config.json + model.safetensors, or a pipeline
 folder with `text_encoder/`), `load_tokenizer` a `CLIPTokenizer` folder (tokenizer.json, or
 vocab.json + merges.txt, with tokenizer_config.json; or a pipeline folder with `tokenizer/`), and
-`encode_prompts` turns prompts into the U-Net's cross-attention `context`.
+`encode_prompts` turns prompts into the U-Net's cross-attention `context`. The folder, weight and
+name helpers also serve the full CLIPModel loader (`convert.clip_model`).
 """
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ _TABLES = ("token_embedding", "position_embedding")
 _UNSET_MAX_LENGTH = 10**6
 
 
-def _model_folder(path: str | Path, subfolder: str, markers: tuple[str, ...]) -> Path:
+def model_folder(path: str | Path, subfolder: str, markers: tuple[str, ...]) -> Path:
+    """`path`, or its `subfolder` when only that holds one of the `markers` (a pipeline folder)."""
     folder = Path(path)
     found = lambda f: any((f / m).exists() for m in markers)
     if not found(folder) and found(folder / subfolder):
@@ -46,7 +48,8 @@ def _model_folder(path: str | Path, subfolder: str, markers: tuple[str, ...]) ->
     return folder
 
 
-def _read_weights(folder: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
+def read_weights(folder: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
+    """A transformers folder's tensors: model.safetensors (or shards); pytorch_model.bin only if `allow_pickle`."""
     if not has_weight_files(folder, WEIGHTS_NAME) and (folder / PICKLE_NAME).exists():
         if not allow_pickle:
             raise ConversionError(
@@ -60,15 +63,16 @@ def _read_weights(folder: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
     return read_weight_files(weight_files(folder, WEIGHTS_NAME))
 
 
-def convert_state_dict(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def convert_state_dict(tensors: Mapping[str, np.ndarray], prefix: str = _PREFIX) -> dict[str, np.ndarray]:
     """transformers CLIPTextModel tensor names/layouts -> our dotted parameter names/layouts.
 
     Linear (O, I) -> kernel (I, O); LayerNorm weight -> scale; embedding tables keep their layout;
-    a leading `text_model.` is dropped and `IGNORED_TENSORS` skipped.
+    a leading `prefix` is dropped and `IGNORED_TENSORS` skipped. The vision tower's encoder, norms
+    and position table follow the same rules (with prefix `vision_model.`).
     """
     out = {}
     for name, value in tensors.items():
-        ours = name.removeprefix(_PREFIX)
+        ours = name.removeprefix(prefix)
         if ours in IGNORED_TENSORS:
             continue
         module, leaf = ours.rsplit(".", 1) if "." in ours else ("", ours)
@@ -81,8 +85,21 @@ def convert_state_dict(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         elif leaf == "weight" and value.ndim == 2:
             out[f"{module}.kernel"] = value.T
         else:
-            raise ConversionError(f"unexpected tensor {name!r} {value.shape} in a CLIP text encoder checkpoint")
+            raise ConversionError(f"unexpected tensor {name!r} {value.shape} in a CLIP checkpoint")
     return out
+
+
+def filled_model(build: Callable[[], nnx.Module], params: Mapping[str, np.ndarray], what: str) -> nnx.Module:
+    """The module `build()` makes (never initialised) with every parameter taken from `params`.
+
+    Every tensor must find its place and every parameter be given (else ConversionError naming them).
+    """
+    graphdef, state = nnx.split(nnx.eval_shape(build))
+    merged, report = merge_params(state, params)
+    if report.new or report.partial:  # merge_params lets a video model's new layers stay fresh; CLIP has none
+        raise ConversionError(f"{what}: missing from the checkpoint: {report.new + report.partial}")
+    logging.info("loaded %s: %s", what, report.summary())
+    return nnx.merge(graphdef, merged)
 
 
 def load_text_encoder(
@@ -99,7 +116,7 @@ def load_text_encoder(
     dtype (norms and softmax stay float32); `param_dtype`: storage dtype. Every parameter must come
     from the checkpoint and every tensor be used (else ConversionError naming them).
     """
-    folder = _model_folder(path, "text_encoder", (CONFIG_NAME,))
+    folder = model_folder(path, "text_encoder", (CONFIG_NAME,))
     if not (folder / CONFIG_NAME).exists():
         raise ConversionError(f"{folder} is not a CLIPTextModel folder (no {CONFIG_NAME})")
     try:
@@ -109,13 +126,10 @@ def load_text_encoder(
     if converted_root(folder):  # A pyoco-convert output: already our names.
         params = read_component(folder, "text_encoder")
     else:
-        params = convert_state_dict(_read_weights(folder, allow_pickle))
+        params = convert_state_dict(read_weights(folder, allow_pickle))
     precision = Precision(dtype=dtype, param_dtype=param_dtype)
     build = lambda: TextEncoder(config, precision=precision, attention_backend=attention_backend, rngs=nnx.Rngs(0))
-    graphdef, state = nnx.split(nnx.eval_shape(build))
-    merged, report = merge_params(state, params)
-    logging.info("loaded text encoder %s: %s", folder, report.summary())
-    return nnx.merge(graphdef, merged)
+    return filled_model(build, params, f"text encoder {folder}")
 
 
 def _read_json(file: Path) -> dict[str, Any]:
@@ -153,7 +167,7 @@ def load_tokenizer(path: str | Path, *, max_length: int | None = None) -> ClipTo
     Special tokens and `model_max_length` come from tokenizer_config.json (special_tokens_map.json
     overrides the tokens); `max_length` overrides the length, which is 77 when the folder sets none.
     """
-    folder = _model_folder(path, "tokenizer", ("tokenizer.json", "vocab.json", "tokenizer_config.json"))
+    folder = model_folder(path, "tokenizer", ("tokenizer.json", "vocab.json", "tokenizer_config.json"))
     config = _read_json(folder / "tokenizer_config.json")
     names = {**config, **_read_json(folder / "special_tokens_map.json")}
     vocab, merges, added = _vocab_and_merges(folder, config)
@@ -188,8 +202,12 @@ def encode_prompts(
     `skip_last_layers=k` takes the k-th layer from the end, final LayerNorm applied (diffusers'
     `clip_skip`; SD 2.x checkpoints already drop their last layer, so they use 0).
     """
+    return _context(encoder, jnp.asarray(checked_ids(encoder.config, tokenizer, prompts)), skip_last_layers)
+
+
+def checked_ids(config: TextEncoderConfig, tokenizer: ClipTokenizer, prompts: str | Sequence[str]) -> np.ndarray:
+    """Token ids (B, max_length) of `prompts`, checked to fit a text encoder of `config` (else ValueError)."""
     ids = tokenizer(prompts)
-    config = encoder.config
     if ids.shape[1] > config.max_position_embeddings:
         raise ValueError(
             f"the tokenizer pads to {ids.shape[1]} tokens but the text encoder has {config.max_position_embeddings} "
@@ -200,4 +218,4 @@ def encode_prompts(
             f"token id {ids.max()} is outside the text encoder's vocab ({config.vocab_size}): "
             "the tokenizer and text encoder come from different models"
         )
-    return _context(encoder, jnp.asarray(ids), skip_last_layers)
+    return ids

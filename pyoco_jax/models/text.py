@@ -2,12 +2,13 @@
 
 Token + position embeddings, pre-LayerNorm encoder layers with causal self-attention, a final
 LayerNorm. Parameter paths mirror transformers' state-dict names (`encoder.layers.0.self_attn.q_proj`,
-...) so the converter only renames leaves (weight -> kernel/scale/embedding).
+...) so the converter only renames leaves (weight -> kernel/scale/embedding). The encoder layers
+also serve CLIP's vision tower (`models.clip_vision`), there without the causal mask.
 """
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +63,17 @@ class TextEncoderConfig:
         return cls(**{name: kind(json_dict[name]) for name, kind in fields.items() if json_dict.get(name) is not None})
 
 
+class LayerConfig(Protocol):
+    """What the encoder layers read from their tower's config (text or vision)."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    intermediate_size: int
+    num_attention_heads: int
+    hidden_act: str
+    layer_norm_eps: float
+
+
 class TextEncoderOutput(NamedTuple):
     """last_hidden_state (B, T, D) after the final LayerNorm; pooled (B, D): its state at the end token;
     hidden_states: the residual stream before layer 1 and after each layer run (no final LayerNorm),
@@ -96,11 +108,13 @@ class TextEmbeddings(nnx.Module):
 
 
 class SelfAttention(nnx.Module):
-    """Causal multi-head self-attention with biased q/k/v/out projections."""
+    """Multi-head self-attention (causal unless `causal=False`) with biased q/k/v/out projections."""
 
-    def __init__(self, config: TextEncoderConfig, *, backend: str, precision: Precision, rngs: KeySource):
+    def __init__(
+        self, config: LayerConfig, *, backend: str, precision: Precision, rngs: KeySource, causal: bool = True
+    ):
         dim = config.hidden_size
-        self.heads, self.backend = config.num_attention_heads, backend
+        self.heads, self.backend, self.causal = config.num_attention_heads, backend, causal
         project_in = lambda: Dense(dim, dim, names=(axes.EMBED, axes.HEADS), precision=precision, rngs=rngs)
         self.q_proj, self.k_proj, self.v_proj = project_in(), project_in(), project_in()
         self.out_proj = Dense(dim, dim, names=(axes.HEADS, axes.EMBED), precision=precision, rngs=rngs)
@@ -108,7 +122,11 @@ class SelfAttention(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         split = lambda a: a.reshape(*a.shape[:-1], self.heads, a.shape[-1] // self.heads)
         out = attention(
-            split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)), causal=True, backend=self.backend
+            split(self.q_proj(x)),
+            split(self.k_proj(x)),
+            split(self.v_proj(x)),
+            causal=self.causal,
+            backend=self.backend,
         )
         return self.out_proj(out.reshape(*out.shape[:-2], -1))
 
@@ -116,7 +134,7 @@ class SelfAttention(nnx.Module):
 class MLP(nnx.Module):
     """fc2(act(fc1(x)))."""
 
-    def __init__(self, config: TextEncoderConfig, *, precision: Precision, rngs: KeySource):
+    def __init__(self, config: LayerConfig, *, precision: Precision, rngs: KeySource):
         self.act = ACTIVATIONS[config.hidden_act]
         self.fc1 = Dense(
             config.hidden_size, config.intermediate_size, names=(axes.EMBED, axes.MLP), precision=precision, rngs=rngs
@@ -132,9 +150,11 @@ class MLP(nnx.Module):
 class EncoderLayer(nnx.Module):
     """x + attn(norm1(x)), then + mlp(norm2(.))."""
 
-    def __init__(self, config: TextEncoderConfig, *, backend: str, precision: Precision, rngs: KeySource):
+    def __init__(
+        self, config: LayerConfig, *, backend: str, precision: Precision, rngs: KeySource, causal: bool = True
+    ):
         eps, dim = config.layer_norm_eps, config.hidden_size
-        self.self_attn = SelfAttention(config, backend=backend, precision=precision, rngs=rngs)
+        self.self_attn = SelfAttention(config, backend=backend, precision=precision, rngs=rngs, causal=causal)
         self.layer_norm1 = LayerNorm(dim, eps=eps, precision=precision, rngs=rngs)
         self.mlp = MLP(config, precision=precision, rngs=rngs)
         self.layer_norm2 = LayerNorm(dim, eps=eps, precision=precision, rngs=rngs)
@@ -147,10 +167,18 @@ class EncoderLayer(nnx.Module):
 class Encoder(nnx.Module):
     """The stack of encoder layers (a module of its own so paths read `encoder.layers.N`)."""
 
-    def __init__(self, config: TextEncoderConfig, *, backend: str, precision: Precision, rngs: KeySource):
+    def __init__(
+        self,
+        config: LayerConfig,
+        *,
+        backend: str,
+        precision: Precision,
+        rngs: KeySource,
+        causal: bool = True,
+    ):
         self.layers = nnx.List(
             [
-                EncoderLayer(config, backend=backend, precision=precision, rngs=rngs)
+                EncoderLayer(config, backend=backend, precision=precision, rngs=rngs, causal=causal)
                 for _ in range(config.num_hidden_layers)
             ]
         )

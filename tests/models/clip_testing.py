@@ -1,11 +1,11 @@
-"""Tiny transformers CLIP text encoders and BPE vocabularies built on the spot (nothing can be downloaded)."""
+"""Tiny transformers CLIP text encoders, CLIP models and BPE vocabularies built on the spot (no downloads)."""
 
 import json
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel
 
 CORPUS = [
     "a photograph of an astronaut riding a horse on the moon, highly detailed, 4k",
@@ -36,15 +36,43 @@ TINY_TEXT_ENCODER = dict(
 )
 
 
-def save_text_encoder(folder: Path, seed: int = 0, **config) -> CLIPTextModel:
-    """A random CLIPTextModel saved to `folder`; weights drawn wide enough that every part matters."""
-    torch.manual_seed(seed)
-    model = CLIPTextModel(CLIPTextConfig(**config)).eval()
+def randomise(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` in eval mode with weights drawn (from torch's global generator) wide enough that every part matters."""
+    model.eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
             centre = 1.0 if "norm" in name and name.endswith("weight") else 0.0
             scale = 0.5 if "embedding" in name else 0.15
             param.copy_(centre + scale * torch.randn_like(param))
+    return model
+
+
+def save_text_encoder(folder: Path, seed: int = 0, **config) -> CLIPTextModel:
+    """A random CLIPTextModel saved to `folder`; weights drawn wide enough that every part matters."""
+    torch.manual_seed(seed)
+    model = randomise(CLIPTextModel(CLIPTextConfig(**config)))
+    model.save_pretrained(folder)
+    return model
+
+
+# A CLIPModel's vision tower small enough for conversion and CLIPSIM tests.
+TINY_VISION_ENCODER = dict(
+    hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+)
+
+
+def save_clip_model(folder: Path, seed: int = 0, projection_dim: int = 16, **text_config) -> CLIPModel:
+    """A random CLIPModel (TINY_VISION_ENCODER, a text tower with `text_config`) and a CLIP BPE tokenizer in `folder`.
+
+    The vocabulary is `save_vocab`'s; the text tower's vocab_size is its size unless given.
+    """
+    vocab_file, _ = save_vocab(folder)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
+    vocab_size = len(json.loads(vocab_file.read_text(encoding="utf-8")))
+    text = {**TINY_TEXT_ENCODER, "vocab_size": vocab_size, **text_config}
+    torch.manual_seed(seed)
+    config = CLIPConfig(text_config=text, vision_config=TINY_VISION_ENCODER, projection_dim=projection_dim)
+    model = randomise(CLIPModel(config))
     model.save_pretrained(folder)
     return model
 
