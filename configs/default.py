@@ -30,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.fps = 8.0  # Nominal frame rate of a clip (used for fps conditioning).
     c.data.max_objects = 2  # Synthetic data: most shapes per clip (1..max_objects, all of the class's type).
     c.data.shape_size = (0.10, 0.20)  # Synthetic data: range of shape radii, as fractions of the shorter side.
+    c.data.background = "graded"  # Synthetic data: graded (dark, smooth) | texture (coloured waves); both static.
+    c.data.camera_speed = 0.0  # Synthetic data: pan in pixels per frame, random direction per clip (0: fixed camera).
+    c.data.occluder = False  # Synthetic data: an opaque bar crossing in front, too narrow to hide any shape.
     c.data.global_batch_size = 8  # Clips per optimizer step, across all hosts.
     c.data.worker_count = 0  # grain worker processes per host (0: in-process).
     c.data.prefetch = 2  # Batches prefetched onto the devices ahead of the step.
@@ -144,10 +147,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.sample_every = 500  # Sample videos with the EMA params (0: only at the end).
     # In-loop evaluation of the EMA params as `pyoco-eval` does it (to eval/*.json, metrics.jsonl, TensorBoard).
     c.train.eval_every = 0  # Every N steps and at the end (0: never).
-    c.train.eval_metric = "fvd"  # fvd | shape
-    c.train.eval_protocol = "fvd256_8f"  # FVD protocol (pyoco_jax/evaluate/fvd_protocol.py).
-    c.train.eval_num = 64  # Clips sampled for the shape metric.
-    c.train.init_from = ""  # diffusers UNet2DConditionModel folder to inflate ("": from scratch).
+    c.train.eval_metric = "fvd"  # fvd | clipsim | is | shape (pyoco_jax/evaluate/run_eval.py)
+    c.train.eval_protocol = "fvd256_8f"  # FVD protocol fvd<clips>_<frames>f (pyoco_jax/evaluate/fvd_protocol.py).
+    c.train.eval_num = 64  # Clips sampled for clipsim, is and shape.
+    c.train.eval_clip = ""  # clipsim: transformers CLIPModel folder; prompts are sample.prompts, cycled.
+    # diffusers UNet2DConditionModel folder, or a pyoco_jax run's workdir (its latest EMA weights; e.g. an image
+    # run without temporal layers), to inflate ("": from scratch).
+    c.train.init_from = ""
     c.train.convert_cache_dir = ""  # Orbax cache of converted init_from weights, so they convert once.
 
     # ---- Sampling. ----

@@ -27,23 +27,28 @@ PATH_KEYS = (
     "data.tfds_data_dir",
     "train.init_from",
     "train.convert_cache_dir",
+    "train.eval_clip",
     "vae.path",
     "vae.video_decoder",
     "text.path",
 )
 # Of those, the ones that must exist when set (weights a run reads).
-EXISTING_PATH_KEYS = ("train.init_from", "vae.path", "vae.video_decoder", "text.path")
+EXISTING_PATH_KEYS = ("train.init_from", "train.eval_clip", "vae.path", "vae.video_decoder", "text.path")
 
 
-def load_config(path: str, overrides: Sequence[str] = (), *, reads_data: bool = True) -> ml_collections.ConfigDict:
+def load_config(
+    path: str, overrides: Sequence[str] = (), *, reads_data: bool = True, produced_under: str = ""
+) -> ml_collections.ConfigDict:
     """The config of file `path` with `key=value` overrides (the last of a key wins), validated.
 
     `reads_data=False` for commands that do not read the training data (converting, preparing a cache).
+    `produced_under`: a folder whose paths need not exist yet (a sweep's workdir, where earlier runs write
+    what later ones read).
     """
     config = _read_config_file(path)
     apply_overrides_in_place(config, overrides)
     config = validate(config)
-    check_paths_exist(config, EXISTING_PATH_KEYS)
+    check_paths_exist(config, EXISTING_PATH_KEYS, produced_under)
     if reads_data:
         check_data_files(config.data)
     return config
@@ -112,11 +117,13 @@ def _absolute_paths(config: ml_collections.ConfigDict) -> None:
             get(config, section)[leaf] = absolute(value)
 
 
-def check_paths_exist(config: ml_collections.ConfigDict, keys: Iterable[str]) -> None:
-    """Each set local path among `keys` exists (remote ones are read later, by the code that needs them)."""
+def check_paths_exist(config: ml_collections.ConfigDict, keys: Iterable[str], produced_under: str = "") -> None:
+    """Each set local path among `keys` exists (remote ones are read later, by the code that needs them),
+    except those inside `produced_under`, which are made before they are read."""
     for key in keys:
         value = get(config, key)
-        if value and not is_remote(value) and not os.path.exists(value):
+        later = produced_under and (value + os.sep).startswith(absolute(produced_under) + os.sep)
+        if value and not is_remote(value) and not later and not os.path.exists(value):
             raise ConfigError(f"config key {key!r}: {value} does not exist")
 
 

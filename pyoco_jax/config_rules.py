@@ -12,13 +12,13 @@ import ml_collections
 from pyoco_jax import parallel
 from pyoco_jax.data.clip_sampling import CROPS, TEMPORAL_SAMPLINGS
 from pyoco_jax.data.loader import SOURCES
-from pyoco_jax.data.synthetic import check_shape_size
+from pyoco_jax.data.synthetic import BACKGROUNDS, check_shape_size
 from pyoco_jax.data.video_sources import UCF101_SPLITS
 from pyoco_jax.diffusion import FORMULATIONS, PREDICTIONS, SAMPLERS
 from pyoco_jax.diffusion import check_config as check_diffusion
 from pyoco_jax.diffusion.schedules import DDPM_SCHEDULES
-from pyoco_jax.errors import ConfigError
-from pyoco_jax.evaluate.fvd_protocol import PROTOCOLS
+from pyoco_jax.errors import ConfigError, UserError
+from pyoco_jax.evaluate.fvd_protocol import get_protocol
 from pyoco_jax.evaluate.run_eval import METRICS
 from pyoco_jax.models.attention import BACKENDS
 from pyoco_jax.models.layers import COMPUTE_DTYPES, PARAM_DTYPES
@@ -35,6 +35,7 @@ CHOICES = {
     "data.crop": CROPS,
     "data.temporal_sampling": TEMPORAL_SAMPLINGS,
     "data.ucf101_split": UCF101_SPLITS,
+    "data.background": BACKGROUNDS,
     "noise.prior": PRIORS,
     "diffusion.formulation": FORMULATIONS,
     "diffusion.ddpm.schedule": DDPM_SCHEDULES,
@@ -52,7 +53,6 @@ CHOICES = {
     "vae.trainable": tuple(TRAINABLE_PARTS),
     "vae.loss": LOSSES,
     "train.eval_metric": METRICS,
-    "train.eval_protocol": tuple(PROTOCOLS),
 }
 
 POSITIVE = (
@@ -103,6 +103,7 @@ NON_NEGATIVE = (
     "data.worker_count",
     "data.prefetch",
     "data.target_fps",
+    "data.camera_speed",
     "noise.alpha",
     "diffusion.ddpm.min_snr_gamma",
     "model.cross_attention_dim",
@@ -195,6 +196,7 @@ def check_combinations(config: ml_collections.ConfigDict) -> None:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config key 'data.shape_size': {err}") from None
     _check_video_data(data)
+    _check_eval(config.train)
     _check_mesh(config)
     _check_unet(config)
     require(
@@ -206,6 +208,15 @@ def check_combinations(config: ml_collections.ConfigDict) -> None:
         check_diffusion(config)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+
+
+def _check_eval(train: ml_collections.ConfigDict) -> None:
+    try:
+        get_protocol(train.eval_protocol)
+    except UserError as err:
+        raise ConfigError(f"config key 'train.eval_protocol': {err}") from None
+    if train.eval_every and train.eval_metric == "clipsim":
+        require(bool(train.eval_clip), "train.eval_clip", "name a CLIPModel folder for eval_metric clipsim")
 
 
 def _check_video_data(data: ml_collections.ConfigDict) -> None:

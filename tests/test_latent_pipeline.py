@@ -2,11 +2,13 @@
 
 pipeline -> pyoco-convert (one Orbax checkpoint) ; videos + captions -> pyoco-prepare (VAE latents, CLIP
 context, ArrayRecord shards) -> pyoco-train from the shards with the converted U-Net inflated ->
-pyoco-sample --prompt -> an mp4 of the right size and length. Also: the cache's several random clips per
+pyoco-sample --prompt -> an mp4 of the right size and length; FVD in the loop and from pyoco-eval (real clips:
+the cache's latents decoded) and CLIPSIM with a tiny CLIPModel. Also: the cache's several random clips per
 video at several strides, each with its own fps, through the loader.
 """
 
 import collections
+import json
 import subprocess
 import sys
 
@@ -30,7 +32,7 @@ from pyoco_jax.data.loader import Loader
 from pyoco_jax.data.video_io import read_video
 from pyoco_jax.prepare import check_config, clip_draws, prepare
 from tests.data.videos import coded_frames, write_mp4
-from tests.models.clip_testing import TINY_TEXT_ENCODER, save_text_encoder, save_vocab
+from tests.models.clip_testing import TINY_TEXT_ENCODER, save_clip_model, save_text_encoder, save_vocab
 from tests.models.vae_testing import save_tiny_vae
 from tests.train.helpers import REPO, single_device_env
 
@@ -109,6 +111,9 @@ def test_convert_prepare_train_and_sample_text_to_video(tmp_path):
         "train.num_steps=3",
         "train.checkpoint_every=3",
         "data.global_batch_size=2",
+        "train.eval_every=3",
+        "train.eval_protocol=fvd3_4f",  # All 3 cached clips: checks the path runs, no more.
+        f"sample.prompts={tuple(CAPTIONS[:2])}",
     ]
     train = [sys.executable, "-m", "pyoco_jax.cli.train", f"--config={CONFIG}", f"--workdir={workdir}"]
     result = subprocess.run(
@@ -116,6 +121,24 @@ def test_convert_prepare_train_and_sample_text_to_video(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert (workdir / "checkpoints" / "3").exists()
+    in_loop = json.loads((workdir / "eval" / "step_0000003.json").read_text())["eval/fvd"]
+    stats = list((cache / "fvd_stats").glob("latents-*_train_fvd3_4f_seed0.npz"))  # Cached next to the data.
+    assert in_loop > 0 and len(stats) == 1
+
+    evaluate = [sys.executable, "-m", "pyoco_jax.cli.eval", f"--workdir={workdir}", "--batch=2"]
+    result = subprocess.run([*evaluate, "--protocol=fvd3_4f"], env=single_device_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]  # The same seeds and prompts as the in-loop evaluation:
+    assert json.loads(result.stdout.splitlines()[-1])["eval/fvd"] == pytest.approx(in_loop, rel=1e-3)
+    save_clip_model(tmp_path / "clip")
+    result = subprocess.run(
+        [*evaluate, "--metric=clipsim", "--num=4", f"--clip={tmp_path / 'clip'}"],
+        env=single_device_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    scored = json.loads(result.stdout.splitlines()[-1])
+    assert -1 <= scored["eval/clipsim"] <= 1 and scored["eval/clipsim_ci95"] > 0
 
     out = tmp_path / "cat.mp4"
     sample = [sys.executable, "-m", "pyoco_jax.cli.sample", f"--workdir={workdir}", "--num=2", "--steps=3"]

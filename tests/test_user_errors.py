@@ -48,6 +48,12 @@ CASES = {
     "label drop above one": (["--config.optim.label_drop_rate=2"], "optim.label_drop_rate"),
     "negative alpha": (["--config.noise.alpha=-1"], "noise.alpha"),
     "unknown prior": (["--config.noise.prior=gaussian"], "noise.prior"),
+    "FVD protocol that is not one": (["--config.train.eval_protocol=fvd100"], "train.eval_protocol"),
+    "CLIPSIM without a CLIP model": (
+        ["--config.train.eval_every=10", "--config.train.eval_metric=clipsim"],
+        "train.eval_clip",
+    ),
+    "missing CLIP folder": (["--config.train.eval_clip=no/such/clip"], "train.eval_clip"),
     "unknown sampler": (["--config.sample.sampler=ancestral"], "sample.sampler"),
     "zero sampler steps": (["--config.sample.num_steps=0"], "sample.num_steps"),
     "sigma range reversed": (["--config.diffusion.edm.sigma_min=20"], "diffusion.edm.sigma_min"),

@@ -76,6 +76,9 @@ def make_source(data_config: ml_collections.ConfigDict, *, seed: int = 0) -> Ran
             fps=data_config.fps,
             max_objects=data_config.max_objects,
             shape_size=tuple(data_config.shape_size),
+            background=data_config.background,
+            camera_speed=data_config.camera_speed,
+            occluder=data_config.occluder,
             seed=seed,
         )
     if name in VIDEO_SOURCES:

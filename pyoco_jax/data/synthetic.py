@@ -1,17 +1,40 @@
 """Moving shapes: the embedded dataset, so training and tests need no download.
 
 Each clip shows one or more shapes of a single type (the class label) gliding
-with constant velocity and spin, bouncing off the borders, over a dark, gently
-graded background. A clip is a pure function of (seed, index), rendered on the
-fly with antialiased signed-distance fields, so any index, frame count and
-resolution can be read in any order by any worker.
+with constant velocity and spin, bouncing off the borders, over a background.
+A clip is a pure function of (seed, index), rendered on the fly with antialiased
+signed-distance fields, so any index, frame count and resolution can be read in
+any order by any worker.
+
+By default the background is dark, gently graded and static, so frames share
+little beyond the shapes. Three options make frames share structured content and
+move it coherently, as camera footage does (each draws from its own random
+stream, so switching one on leaves the rest of the clip unchanged):
+
+- background="texture": static coloured waves, low-frequency colour plus
+  mid-frequency detail, that a pan visibly moves.
+- camera_speed > 0: the camera pans in a straight line, in a random direction
+  per clip. The background and the shapes' reference frame move together: a
+  shape's motion on screen is its own velocity minus the camera's. The frame's
+  borders are the walls (fixed to the camera), so a bounce reflects that
+  combined on-screen motion, and shapes always stay wholly in frame. The pan is
+  rounded to whole pixels (at most half a pixel off the straight line), so every
+  frame is an exact crop of one background canvas: frames share its pixels
+  exactly, without resampling blur.
+- occluder=True: an opaque bar in front of everything, crossing the frame at its
+  own speed (independent of the pan), partly hiding shapes in some frames. It is
+  at most 60% as wide as the narrowest any shape in the clip can be, so no frame
+  ever hides a shape completely: across the bar, at least 40% of that narrowest
+  width stays uncovered.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
 SHAPES = ("circle", "square", "triangle", "cross", "rhombus", "ring")
+BACKGROUNDS = ("graded", "texture")
 
 # Radius of the circle around each shape's centre that contains it in every
 # rotation, as a multiple of its size; keeping this circle inside the frame keeps
@@ -25,10 +48,28 @@ _BOUND = {
     "ring": 1.0,
 }
 
+# The narrowest width of any shape in any rotation, as a multiple of its size: the
+# rhombus's across its edges, 1.03 (then the square 1.7, triangle 1.73, cross 1.91,
+# circle and ring 2). A band narrower than this cannot cover a shape.
+_NARROWEST = 2.0 * 0.6 / float(np.hypot(1.0, 0.6))
+
+# Random streams of the options, children of the clip's (seed, index) stream.
+_TEXTURE_STREAM, _CAMERA_STREAM, _OCCLUDER_STREAM = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Bar:
+    """The occluder: an opaque band across the frame that moves along its normal."""
+
+    normal: np.ndarray  # (2,) unit vector, x then y
+    width: float  # pixels
+    positions: np.ndarray  # (F,) pixels: the centreline's offset along `normal` from the frame's top-left corner
+    colour: np.ndarray  # (3,) in [0, 1]
+
 
 @dataclasses.dataclass(frozen=True)
 class Scene:
-    """Everything that determines one clip; `centres` are pixel (x, y) per object and frame."""
+    """Everything that determines one clip; `centres` are pixel (x, y) per object and frame, on screen."""
 
     label: int
     shapes: tuple[str, ...]
@@ -37,7 +78,9 @@ class Scene:
     centres: np.ndarray  # (K, F, 2) pixels, x then y
     angles: np.ndarray  # (K, F) radians
     colours: np.ndarray  # (K, 3) in [0, 1]
-    background: np.ndarray  # (H, W, 3) in [0, 1]
+    background: np.ndarray  # (H', W', 3) in [0, 1]: the static canvas; (H, W) without a pan, larger with one
+    camera: np.ndarray  # (F, 2) int: frame f shows background[y : y + H, x : x + W] for (x, y) = camera[f]
+    occluder: Bar | None
 
 
 def check_shape_size(shape_size: tuple[float, float]) -> None:
@@ -67,6 +110,9 @@ class SyntheticVideoSource:
         fps: float = 8.0,
         max_objects: int = 2,
         shape_size: tuple[float, float] = (0.10, 0.20),
+        background: str = "graded",
+        camera_speed: float = 0.0,
+        occluder: bool = False,
         seed: int = 0,
     ):
         height, width = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
@@ -83,6 +129,10 @@ class SyntheticVideoSource:
         if max_objects < 1:
             raise ValueError(f"max_objects must be >= 1, got {max_objects}")
         check_shape_size(shape_size)
+        if background not in BACKGROUNDS:
+            raise ValueError(f"background={background!r} must be one of {BACKGROUNDS}")
+        if not (math.isfinite(camera_speed) and camera_speed >= 0):
+            raise ValueError(f"camera_speed={camera_speed} must be a finite number of pixels per frame, >= 0")
         self.num_examples = num_examples
         self.num_frames = num_frames
         self.height, self.width = height, width
@@ -90,6 +140,9 @@ class SyntheticVideoSource:
         self.fps = float(fps)
         self.max_objects = max_objects
         self.shape_size = tuple(float(v) for v in shape_size)
+        self.background = background
+        self.camera_speed = float(camera_speed)
+        self.occluder = bool(occluder)
         self.seed = seed
 
     def __len__(self) -> int:
@@ -99,7 +152,8 @@ class SyntheticVideoSource:
         return (
             f"SyntheticVideoSource(num_examples={self.num_examples}, num_frames={self.num_frames}, "
             f"resolution=({self.height}, {self.width}), num_classes={self.num_classes}, fps={self.fps}, "
-            f"max_objects={self.max_objects}, shape_size={self.shape_size}, seed={self.seed})"
+            f"max_objects={self.max_objects}, shape_size={self.shape_size}, background={self.background!r}, "
+            f"camera_speed={self.camera_speed}, occluder={self.occluder}, seed={self.seed})"
         )
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
@@ -133,9 +187,13 @@ class SyntheticVideoSource:
         heading = rng.uniform(0.0, 2.0 * np.pi, count)
         velocity = np.stack([np.cos(heading), np.sin(heading)], -1) * speed[:, None]
         t = np.arange(self.num_frames, dtype=np.float64)
-        centres = _bounce(start[:, None] + velocity[:, None] * t[None, :, None], lo[:, None], hi[:, None])
+        pan = self._pan(index)
+        free = start[:, None] + velocity[:, None] * t[None, :, None] - pan[None]  # On screen: own motion minus pan.
+        centres = _bounce(free, lo[:, None], hi[:, None])
         angles = rng.uniform(0.0, 2.0 * np.pi, count)[:, None] + rng.uniform(-0.25, 0.25, count)[:, None] * t
         colours = _hsv_to_rgb(rng.uniform(0.0, 1.0, count), rng.uniform(0.6, 1.0, count), rng.uniform(0.75, 1.0, count))
+        background, camera = self._canvas(rng, index, pan)
+        occluder = self._bar(_stream(self.seed, index, _OCCLUDER_STREAM), sizes) if self.occluder else None
         return Scene(
             label=label,
             shapes=shapes,
@@ -144,16 +202,19 @@ class SyntheticVideoSource:
             centres=centres,
             angles=angles,
             colours=colours,
-            background=self._background(rng),
+            background=background,
+            camera=camera,
+            occluder=occluder,
         )
 
     def render(self, scene: Scene) -> np.ndarray:
         """Composites the shapes over the background: uint8 (F, H, W, 3).
 
         Coverage is evaluated only in a square window around each shape, for all
-        frames at once; blending then touches just that window per frame.
+        frames at once; blending then touches just that window per frame. The
+        occluder, if any, is drawn last, in front of everything.
         """
-        frames = np.repeat(scene.background[None], self.num_frames, axis=0)
+        frames = np.stack([scene.background[y : y + self.height, x : x + self.width] for x, y in scene.camera.tolist()])
         steps = np.arange(self.num_frames)
         for k, kind in enumerate(scene.shapes):
             window_h = min(self.height, int(np.ceil(2 * scene.bounds[k])) + 3)
@@ -172,16 +233,99 @@ class SyntheticVideoSource:
             for t, y, x in zip(steps, top, left, strict=True):
                 patch = frames[t, y : y + window_h, x : x + window_w]
                 patch += alpha[t] * (colour - patch)
+        if scene.occluder is not None:
+            _draw_bar(frames, scene.occluder)
         return np.round(frames * 255.0).astype(np.uint8)
 
-    def _background(self, rng: np.random.Generator) -> np.ndarray:
+    def _pan(self, index: int) -> np.ndarray:
+        """The camera's offset (x, y) per frame, from frame 0: a straight pan rounded to whole pixels, (F, 2).
+
+        A fixed camera draws nothing, so the default clips cost no extra stream.
+        """
+        if not self.camera_speed:
+            return np.zeros((self.num_frames, 2))
+        heading = _stream(self.seed, index, _CAMERA_STREAM).uniform(0.0, 2.0 * np.pi)
+        step = self.camera_speed * np.array([np.cos(heading), np.sin(heading)])
+        return np.round(np.arange(self.num_frames)[:, None] * step)
+
+    def _canvas(self, rng: np.random.Generator, index: int, pan: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The background over every pixel some frame shows, and each frame's top-left corner in it (F, 2)."""
+        (left, top), (right, bottom) = pan.min(axis=0).astype(int).tolist(), pan.max(axis=0).astype(int).tolist()
+        xs = np.arange(left, right + self.width, dtype=np.float32) + 0.5  # World pixel centres.
+        ys = np.arange(top, bottom + self.height, dtype=np.float32) + 0.5
+        if self.background == "graded":
+            background = self._graded(rng, xs, ys)
+        else:
+            background = _texture(_stream(self.seed, index, _TEXTURE_STREAM), min(self.height, self.width), xs, ys)
+        return background, pan.astype(int) - (left, top)
+
+    def _graded(self, rng: np.random.Generator, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """The default: a dark colour with a gentle linear ramp, over world pixel centres xs (W',), ys (H',)."""
         base = _hsv_to_rgb(rng.uniform(0.0, 1.0, 1), rng.uniform(0.0, 0.4, 1), rng.uniform(0.05, 0.35, 1))[0]
         tilt = rng.uniform(0.0, 2.0 * np.pi)
-        xs = (np.arange(self.width, dtype=np.float32) + 0.5)[None, :] / self.width
-        ys = (np.arange(self.height, dtype=np.float32) + 0.5)[:, None] / self.height
-        ramp = np.cos(tilt) * xs + np.sin(tilt) * ys - 0.5
+        ramp = np.cos(tilt) * (xs / self.width)[None, :] + np.sin(tilt) * (ys / self.height)[:, None] - 0.5
         shade = rng.uniform(-0.12, 0.12, 3)
         return np.clip(base + ramp[..., None] * shade, 0.0, 1.0).astype(np.float32)
+
+    def _bar(self, rng: np.random.Generator, sizes: np.ndarray) -> Bar:
+        """An occluder crossing the frame again and again, too narrow to cover any shape of the clip.
+
+        Its width follows the clip's smallest size, never its shape type, so it tells
+        nothing about the label. Its track runs from just off one side of the frame to
+        just off the other, so it leaves before it re-enters.
+        """
+        heading = rng.uniform(0.0, 2.0 * np.pi)
+        normal = np.array([np.cos(heading), np.sin(heading)])
+        width = rng.uniform(0.3, 0.6) * _NARROWEST * float(sizes.min())
+        corners = np.array([[0.0, 0.0], [self.width, 0.0], [0.0, self.height], [self.width, self.height]]) @ normal
+        low, track = corners.min() - width / 2, np.ptp(corners) + width
+        speed = rng.uniform(0.03, 0.1) * min(self.height, self.width)
+        positions = low + np.mod(rng.uniform(0.0, track) + speed * np.arange(self.num_frames), track)
+        colour = _hsv_to_rgb(rng.uniform(0.0, 1.0, 1), rng.uniform(0.0, 1.0, 1), rng.uniform(0.3, 1.0, 1))[0]
+        return Bar(normal=normal, width=width, positions=positions, colour=colour)
+
+
+def _stream(seed: int, index: int, option: int) -> np.random.Generator:
+    """An option's own generator, a child of the clip's: switching the option on changes nothing else."""
+    return np.random.default_rng(np.random.SeedSequence((seed, index), spawn_key=(option,)))
+
+
+def _texture(rng: np.random.Generator, side: float, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Static coloured waves over world pixel centres xs (W',), ys (H',): (H', W', 3) in [0, 0.5].
+
+    Four low-frequency waves of random colour vary hue and brightness across the
+    frame; eight grey mid-frequency waves add detail whose motion a pan makes
+    visible. Frequencies are in cycles per frame side, so every resolution shows
+    the same scene. Channels stay at most 0.5 while every shape has one of at
+    least 0.75, so shapes stand out by at least 64 levels wherever they are.
+    """
+    low, mid = 4, 8
+    cycles = np.concatenate([rng.uniform(0.5, 1.5, low), rng.uniform(3.0, 6.0, mid)])
+    heading = rng.uniform(0.0, 2.0 * np.pi, low + mid)
+    phase = rng.uniform(0.0, 2.0 * np.pi, low + mid)
+    amplitude = np.concatenate([rng.normal(0.0, 0.05, (low, 3)), np.repeat(rng.uniform(0.015, 0.035, (mid, 1)), 3, 1)])
+    base = _hsv_to_rgb(rng.uniform(0.0, 1.0, 1), rng.uniform(0.2, 0.6, 1), rng.uniform(0.15, 0.3, 1))[0]
+    k = 2.0 * np.pi * cycles / side  # Radians per pixel.
+    along_x = (np.cos(heading) * k)[:, None] * xs + phase[:, None]  # (N, W')
+    along_y = (np.sin(heading) * k)[:, None] * ys  # (N, H')
+    # cos(a + b) = cos a cos b - sin a sin b: per-axis factors, so the whole canvas is one matrix product.
+    rows = np.concatenate([np.cos(along_y), -np.sin(along_y)]).T  # (H', 2N)
+    columns = np.concatenate([np.cos(along_x), np.sin(along_x)])[:, :, None] * np.tile(amplitude, (2, 1))[:, None]
+    waves = (rows @ columns.reshape(len(columns), -1)).reshape(len(ys), len(xs), 3)
+    return np.clip(base + waves, 0.0, 0.5).astype(np.float32)
+
+
+def _draw_bar(frames: np.ndarray, bar: Bar) -> None:
+    """Paints the opaque bar over all frames (F, H, W, 3) in place, with the shapes' 1-pixel antialiased edge."""
+    height, width = frames.shape[1:3]
+    normal, positions = bar.normal.astype(np.float32), bar.positions.astype(np.float32)
+    xs = np.arange(width, dtype=np.float32) + 0.5
+    ys = np.arange(height, dtype=np.float32)[:, None] + 0.5
+    distance = np.abs(xs * normal[0] + ys * normal[1] - positions[:, None, None]) - np.float32(bar.width / 2)
+    alpha = np.clip(0.5 - distance, 0.0, 1.0)
+    for channel, value in enumerate(bar.colour.astype(np.float32)):  # Per plane: 3x faster than broadcasting (..., 3).
+        plane = frames[..., channel]
+        plane += alpha * (value - plane)
 
 
 def _bounce(position: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -29,7 +29,12 @@ def object_colours(videos: np.ndarray, fraction: float = 0.05) -> np.ndarray:
     return np.take_along_axis(pixels, farthest[..., None], axis=2).mean(axis=2)
 
 
-def colour_drift(videos: np.ndarray) -> float:
-    """Mean over clips and frames of |object colour - the clip's mean object colour| (see module doc)."""
+def clip_colour_drift(videos: np.ndarray) -> np.ndarray:
+    """(N,) per clip: the mean over frames of |object colour - the clip's mean object colour| (see module doc)."""
     colours = object_colours(videos)
-    return float(np.linalg.norm(colours - colours.mean(axis=1, keepdims=True), axis=-1).mean())
+    return np.linalg.norm(colours - colours.mean(axis=1, keepdims=True), axis=-1).mean(axis=1)
+
+
+def colour_drift(videos: np.ndarray) -> float:
+    """Mean over clips of `clip_colour_drift`."""
+    return float(clip_colour_drift(videos).mean())

@@ -1,20 +1,26 @@
 """Named, fixed FVD protocols: FVD numbers compare only when clip count, clip length and preprocessing match.
 
-`fvd2048_16f` is StyleGAN-V's protocol: 2048 real and 2048 generated clips of 16 consecutive frames,
-resized to 224x224, values in [-1, 1], the 400 Kinetics logits of I3D as features. The smaller
-variants run on a CPU; their numbers compare with each other's, never with `fvd2048_16f`'s.
+A protocol's name is its definition: `fvd<N>_<F>f` takes N real and N generated clips of F
+consecutive frames. `fvd2048_16f` is StyleGAN-V's protocol: 2048 real and 2048 generated clips of 16
+consecutive frames, resized to 224x224, values in [-1, 1], the 400 Kinetics logits of I3D as features.
+Every other name follows the same rules with its own N and F (F must divide 16), so two numbers compare
+exactly when their protocol names match, and never with `fvd2048_16f`'s otherwise. `NAMED_PROTOCOLS`
+are the ones documented and measured (256 clips for a CPU; 4 and 8 frames for short clips). Below a few
+hundred clips the 400x400 covariances are singular and the bias is large: such counts (e.g. `fvd16_4f`)
+only check that the pipeline runs.
 
-8-frame clips: I3D's total temporal stride is 8, so 16 frames leave 2 temporal positions for the
+Short clips: I3D's total temporal stride is 8, so 16 frames leave 2 temporal positions for the
 final 2x7x7 average pool that the Kinetics-400 model was trained with. 8 frames leave 1, which that
 VALID pool cannot take (and a port that pads it would feed the logits an input the model never saw).
 So an 8-frame protocol repeats every frame twice (f0 f0 f1 f1 ... f7 f7): the network sees its
 trained 16-frame length, the clip keeps its order and duration, and real and generated clips go
-through the same rule, so their distance stays meaningful.
+through the same rule, so their distance stays meaningful. 4-frame clips repeat every frame 4 times.
 
 Resizing is bilinear with half-pixel centres and no antialiasing (jax.image.resize, method "linear",
 antialias=False), the same as PyTorch's F.interpolate(mode="bilinear", align_corners=False).
 """
 
+import re
 from dataclasses import dataclass
 
 import jax
@@ -26,6 +32,7 @@ from pyoco_jax.errors import UserError
 I3D_FRAMES = 16
 I3D_SIZE = 224
 FLOAT_RANGE_SLACK = 1e-3
+_NAME = re.compile(r"fvd(\d+)_(\d+)f")
 
 
 @dataclass(frozen=True)
@@ -45,21 +52,19 @@ class FVDProtocol:
             raise ValueError(f"protocol {self.name}: {self.num_frames} frames x {self.frame_repeat} != {I3D_FRAMES}")
 
 
-PROTOCOLS: dict[str, FVDProtocol] = {
-    protocol.name: protocol
-    for protocol in (
-        FVDProtocol("fvd2048_16f", num_clips=2048, num_frames=16),
-        FVDProtocol("fvd256_16f", num_clips=256, num_frames=16),
-        FVDProtocol("fvd256_8f", num_clips=256, num_frames=8, frame_repeat=2),
-    )
-}
+NAMED_PROTOCOLS = ("fvd2048_16f", "fvd256_16f", "fvd256_8f", "fvd256_4f")
 
 
 def get_protocol(name: str) -> FVDProtocol:
-    """The protocol called `name`, or a UserError listing the names there are."""
-    if name not in PROTOCOLS:
-        raise UserError(f"unknown FVD protocol {name!r}; choose one of {sorted(PROTOCOLS)}")
-    return PROTOCOLS[name]
+    """The protocol `fvd<N>_<F>f` (N >= 2 clips of F frames, F dividing 16), or a UserError saying what fits."""
+    match = _NAME.fullmatch(name)
+    clips, frames = (int(match[1]), int(match[2])) if match else (0, 0)
+    if clips < 2 or frames < 1 or I3D_FRAMES % frames:
+        raise UserError(
+            f"unknown FVD protocol {name!r}: name it fvd<clips>_<frames>f with at least 2 clips and frames "
+            f"dividing {I3D_FRAMES}, e.g. one of {NAMED_PROTOCOLS}"
+        )
+    return FVDProtocol(name, num_clips=clips, num_frames=frames, frame_repeat=I3D_FRAMES // frames)
 
 
 def check_clip_shape(protocol: FVDProtocol, videos: np.ndarray) -> None:
@@ -94,7 +99,7 @@ def check_clips(protocol: FVDProtocol, videos: np.ndarray) -> None:
     if videos.shape[0] < protocol.num_clips:
         raise UserError(
             f"FVD protocol {protocol.name} needs {protocol.num_clips} clips, got {videos.shape[0]}; "
-            f"provide more clips or pick a smaller protocol from {sorted(PROTOCOLS)}"
+            f"provide more clips or pick a protocol with fewer clips (fvd<clips>_{protocol.num_frames}f)"
         )
 
 

@@ -50,12 +50,15 @@ class ShapeClassifier:
     def frame_logits(self, frames: np.ndarray) -> np.ndarray:
         return np.asarray(_logits(self.model, _to_float(frames)))
 
-    def clip_predictions(self, videos: np.ndarray) -> np.ndarray:
-        """Class per clip, from the frames' mean probabilities: uint8 (B, F, H, W, 3) -> int (B,)."""
+    def clip_probabilities(self, videos: np.ndarray) -> np.ndarray:
+        """The frames' mean class probabilities per clip: uint8 (B, F, H, W, 3) -> float (B, num_classes)."""
         batch, frames = videos.shape[:2]
         logits = self.frame_logits(videos.reshape(batch * frames, *videos.shape[2:]))
-        probabilities = jax.nn.softmax(logits.reshape(batch, frames, -1), axis=-1).mean(axis=1)
-        return np.asarray(probabilities.argmax(-1))
+        return np.asarray(jax.nn.softmax(logits.reshape(batch, frames, -1), axis=-1).mean(axis=1))
+
+    def clip_predictions(self, videos: np.ndarray) -> np.ndarray:
+        """Class per clip, from the frames' mean probabilities: uint8 (B, F, H, W, 3) -> int (B,)."""
+        return self.clip_probabilities(videos).argmax(-1)
 
 
 @nnx.jit

@@ -6,7 +6,7 @@ import numpy as np
 from pyoco_jax.data.loader import make_source
 from pyoco_jax.errors import UserError
 from pyoco_jax.evaluate.colour_drift import colour_drift
-from pyoco_jax.evaluate.shape_accuracy import shape_accuracy, train_shape_classifier
+from pyoco_jax.evaluate.shape_accuracy import ShapeClassifier, shape_accuracy, train_shape_classifier
 
 
 def check_shape_model(config: ml_collections.ConfigDict) -> None:
@@ -15,11 +15,24 @@ def check_shape_model(config: ml_collections.ConfigDict) -> None:
         raise UserError("shape metrics need a class-conditional model of the synthetic shapes")
 
 
-def shape_metrics(config: ml_collections.ConfigDict, videos: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """{shape_accuracy, classifier_accuracy, colour_drift, real_colour_drift} of `videos` asked to show `labels`."""
+def shape_classifier(config: ml_collections.ConfigDict) -> ShapeClassifier:
+    """The classifier of the run's synthetic shapes, trained on a source seeded apart from the run's (seed + 1)."""
     check_shape_model(config)
+    return train_shape_classifier(make_source(config.data, seed=config.seed + 1))
+
+
+def shape_metrics(
+    config: ml_collections.ConfigDict,
+    videos: np.ndarray,
+    labels: np.ndarray,
+    classifier: ShapeClassifier | None = None,
+) -> dict[str, float]:
+    """{shape_accuracy, classifier_accuracy, colour_drift, real_colour_drift} of `videos` asked to show `labels`.
+
+    `classifier`: one from `shape_classifier(config)` to reuse (default: trained here).
+    """
+    classifier = classifier or shape_classifier(config)
     source = make_source(config.data, seed=config.seed + 1)
-    classifier = train_shape_classifier(source)
     real = np.stack([source[i]["video"] for i in range(min(len(source), len(labels)))])
     return {
         "shape_accuracy": shape_accuracy(classifier, videos, labels),

@@ -33,6 +33,7 @@ def make_in_loop_eval(
         num=train.eval_num,
         batch=batch,
         seed=config.seed,
+        clip_path=train.eval_clip,
         mesh=mesh,
     )
     inputs = sampling_inputs(config, batch, prompts=config.sample.prompts, null_context=null_context)

@@ -120,7 +120,7 @@ def test_stats_path_names_every_choice(tmp_path):
     path = stats_path(tmp_path, "ucf101", "train", "fvd256_16f", 3)
     assert path == tmp_path / "fvd_stats" / "ucf101_train_fvd256_16f_seed3.npz"
     with pytest.raises(ValueError, match="unknown FVD protocol"):
-        stats_path(tmp_path, "ucf101", "train", "fvd9_16f", 3)
+        stats_path(tmp_path, "ucf101", "train", "fvd9_12f", 3)
     with pytest.raises(ValueError, match="dataset"):
         stats_path(tmp_path, "../ucf101", "train", "fvd256_16f", 3)
 

@@ -1,7 +1,8 @@
-"""FVD on real synthetic clips: small between two disjoint real sets, larger as one set is degraded.
+"""FVD on real synthetic clips: small between two disjoint real sets, larger as one set is degraded, and
+rising monotonically with the strength of one degradation (pixel noise of growing std).
 
-A test-sized protocol (24 clips of 8 frames, repeated to I3D's 16 like `fvd256_8f`) keeps the CPU time
-near a minute. With 24 clips the 400-d covariances are singular, so absolute values are not comparable to
+The protocol `fvd24_8f` (24 clips of 8 frames, repeated to I3D's 16 like `fvd256_8f`) keeps the CPU time
+near two minutes. With 24 clips the 400-d covariances are singular, so absolute values are not comparable to
 published FVDs; the ordering is what is tested, on fixed seeds (deterministic).
 """
 
@@ -12,12 +13,13 @@ import pytest
 from pyoco_jax import parallel
 from pyoco_jax.data.synthetic import SyntheticVideoSource
 from pyoco_jax.evaluate.fvd import I3DFeatures, fvd, video_stats
-from pyoco_jax.evaluate.fvd_protocol import FVDProtocol
+from pyoco_jax.evaluate.fvd_protocol import get_protocol
 
 pytestmark = pytest.mark.slow
 
 CLIPS = 24
-PROTOCOL = FVDProtocol(name="test24_8f", num_clips=CLIPS, num_frames=8, frame_repeat=2)
+PROTOCOL = get_protocol(f"fvd{CLIPS}_8f")
+NOISE_STDS = (8, 24, 64)  # Pixel noise in uint8 levels, the same draw scaled: each set degrades the one before.
 
 
 def real_clips(start: int) -> np.ndarray:
@@ -31,20 +33,23 @@ def distances(tmp_path_factory) -> dict[str, float]:
     reference = video_stats(features, real_clips(0))
     other = real_clips(CLIPS)
     rng = np.random.default_rng(0)
-    noisy = np.clip(other.astype(np.int16) + rng.normal(0, 64, other.shape), 0, 255).astype(np.uint8)
+    noise = rng.normal(0, 1, other.shape)
+    noisy = {f"noise{std}": np.clip(other + std * noise, 0, 255).astype(np.uint8) for std in NOISE_STDS}
     frozen = np.repeat(other[:, :1], other.shape[1], axis=1)
     shuffled = other[:, rng.permutation(other.shape[1])]
-    sets = {"real": other, "noisy": noisy, "frozen": frozen, "shuffled": shuffled}
+    sets = {"real": other, "frozen": frozen, "shuffled": shuffled, **noisy}
     return {name: fvd(reference, video_stats(features, videos)) for name, videos in sets.items()}
 
 
 def test_disjoint_real_sets_are_closer_than_any_degraded_set(distances):
-    for name in ("noisy", "frozen", "shuffled"):
+    for name in distances.keys() - {"real"}:
         assert distances["real"] < distances[name], distances
 
 
-def test_heavy_pixel_noise_far_exceeds_the_real_sets_distance(distances):
-    assert distances["noisy"] > 2 * distances["real"], distances
+def test_fvd_rises_monotonically_with_pixel_noise(distances):
+    graded = [distances["real"]] + [distances[f"noise{std}"] for std in NOISE_STDS]
+    assert graded == sorted(graded) and len(set(graded)) == len(graded), distances
+    assert graded[-1] > 2 * graded[0], distances  # Heavy noise far exceeds the real sets' distance.
 
 
 def test_features_sharded_over_the_mesh_equal_one_devices(tmp_path):

@@ -16,24 +16,26 @@ from tests.train.helpers import checkpoint_steps, fast_config, run, single_devic
 pytestmark = pytest.mark.slow
 
 
-def test_loss_falls_and_outputs_are_written(tmp_path):
+def test_loss_falls_and_outputs_are_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # The real FVD statistics' cache of synthetic data.
     config = fast_config(
         "data.global_batch_size=8",
         "train.num_steps=100",
         "train.checkpoint_every=50",
         "optim.learning_rate=2e-3",
         "train.eval_every=50",
-        "train.eval_metric=shape",
-        "train.eval_num=8",  # In-loop evaluation, as pyoco-eval.
+        "train.eval_metric=fvd",
+        "train.eval_protocol=fvd8_4f",  # In-loop evaluation, as pyoco-eval (8 clips: checks it runs, no more).
     )
     train(config, str(tmp_path))
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [record["loss"] for record in records if "loss" in record]
     assert len(losses) == 100
-    evaluated = [record for record in records if "eval/shape_accuracy" in record]
+    evaluated = [record for record in records if "eval/fvd" in record]
     assert [record["step"] for record in evaluated] == [50, 100]
-    assert all(0 <= r["eval/shape_accuracy"] <= 1 and r["eval/seconds"] > 0 for r in evaluated)
-    assert json.loads((tmp_path / "eval" / "step_0000050.json").read_text())["eval/shape_accuracy"] >= 0
+    assert all(r["eval/fvd"] > 0 and r["eval/seconds"] > 0 for r in evaluated)
+    assert json.loads((tmp_path / "eval" / "step_0000050.json").read_text())["eval/fvd"] > 0
+    assert len(list((tmp_path / "home" / ".cache" / "pyoco_jax" / "fvd_stats").glob("*_fvd8_4f_seed0.npz"))) == 1
     start, end = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
     assert end < 0.65 * start, (start, end)
     assert checkpoint_steps(tmp_path) == [50, 100]
@@ -55,8 +57,12 @@ def test_loss_falls_and_outputs_are_written(tmp_path):
     evaluate = [sys.executable, "-m", "pyoco_jax.cli.eval", f"--workdir={tmp_path}"]
     printed = run([*evaluate, "--metric=shape", "--num=4", "--batch=4"]).stdout
     assert re.search(r"shape accuracy: \d+\.\d% of 4 clips show the requested shape", printed), printed
+    printed = run([*evaluate, "--metric=is", "--num=8", "--batch=8"]).stdout
+    scored = json.loads(printed.splitlines()[-1])
+    assert 1 <= scored["eval/is_low95"] <= scored["eval/is"] <= scored["eval/is_high95"] <= config.model.num_classes
     written = json.loads((tmp_path / "eval" / "step_0000100.json").read_text())
-    assert written["step"] == 100 and 0 <= written["eval/shape_accuracy"] <= 1
+    assert written["step"] == 100 and 0 <= written["eval/shape_accuracy"] <= 1 and written["eval/is"] >= 1
+    assert written["eval/fvd"] == evaluated[-1]["eval/fvd"]  # Every metric of a step lands in one file.
     result = subprocess.run([*evaluate, "--protocol=fvd9_9f"], env=single_device_env(), capture_output=True, text=True)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "pyoco-eval: unknown FVD protocol 'fvd9_9f'" in result.stderr, result.stderr[-2000:]
