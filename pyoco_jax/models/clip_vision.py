@@ -18,7 +18,14 @@ from flax import nnx
 from pyoco_jax.models import axes
 from pyoco_jax.models.keys import KeySource, ParamKeys
 from pyoco_jax.models.layers import Dense, LayerNorm, Precision
-from pyoco_jax.models.text import ACTIVATIONS, Embedding, Encoder, TextEncoder, TextEncoderConfig
+from pyoco_jax.models.text import (
+    Embedding,
+    Encoder,
+    TextEncoder,
+    TextEncoderConfig,
+    check_layers,
+    dataclass_from_dict,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,13 +43,7 @@ class VisionEncoderConfig:
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self):
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"vision encoder hidden_act={self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"vision encoder hidden_size={self.hidden_size} is not a multiple of "
-                f"num_attention_heads={self.num_attention_heads}"
-            )
+        check_layers(self, "vision encoder")
         if not 0 < self.patch_size <= self.image_size:
             raise ValueError(f"vision encoder patch_size={self.patch_size} must be in [1, {self.image_size}]")
 
@@ -56,8 +57,7 @@ class VisionEncoderConfig:
         """From a `CLIPVisionModel` config.json dict (or a CLIPModel's `vision_config`); other keys are ignored."""
         if "vision_config" in json_dict:
             raise ValueError("this is a full CLIPModel config; give its vision_config")
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        return cls(**{name: kind(json_dict[name]) for name, kind in fields.items() if json_dict.get(name) is not None})
+        return dataclass_from_dict(cls, json_dict)
 
 
 class VisionEncoderOutput(NamedTuple):

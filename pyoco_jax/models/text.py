@@ -46,21 +46,31 @@ class TextEncoderConfig:
     pad_token_id: int = 1
 
     def __post_init__(self):
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"text encoder hidden_act={self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"text encoder hidden_size={self.hidden_size} is not a multiple of "
-                f"num_attention_heads={self.num_attention_heads}"
-            )
+        check_layers(self, "text encoder")
 
     @classmethod
     def from_dict(cls, json_dict: Mapping[str, Any]) -> "TextEncoderConfig":
         """From a `CLIPTextModel` config.json dict; other keys (dropout, projection_dim, ...) are ignored."""
         if "text_config" in json_dict:
             raise ValueError("this is a full CLIPModel config; give the text encoder's own config (CLIPTextModel)")
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        return cls(**{name: kind(json_dict[name]) for name, kind in fields.items() if json_dict.get(name) is not None})
+        return dataclass_from_dict(cls, json_dict)
+
+
+def check_layers(config: "LayerConfig", tower: str) -> None:
+    """What every CLIP tower's encoder layers need: a known activation and heads that divide the width."""
+    if config.hidden_act not in ACTIVATIONS:
+        raise ValueError(f"{tower} hidden_act={config.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"{tower} hidden_size={config.hidden_size} is not a multiple of "
+            f"num_attention_heads={config.num_attention_heads}"
+        )
+
+
+def dataclass_from_dict(cls: type, json_dict: Mapping[str, Any]):
+    """`cls` from the config.json keys it has fields for (cast to their types); other keys are ignored."""
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    return cls(**{name: kind(json_dict[name]) for name, kind in fields.items() if json_dict.get(name) is not None})
 
 
 class LayerConfig(Protocol):
