@@ -86,3 +86,41 @@ def frechet_distance(mean1: np.ndarray, cov1: np.ndarray, mean2: np.ndarray, cov
 def frechet_distance_of(stats1: FeatureStats, stats2: FeatureStats) -> float:
     """`frechet_distance` of two fitted Gaussians: FVD when they are of I3D features of real and generated clips."""
     return frechet_distance(stats1.mean, stats1.cov, stats2.mean, stats2.cov)
+
+
+class FrechetToReference:
+    """The Frechet distance of feature sets to one fixed Gaussian, fast enough to bootstrap (thousands of sets).
+
+    Exact, not an approximation: sqrt(S_ref) is computed once, and Tr((S_ref S)^(1/2)) is the sum of
+    square roots of the eigenvalues of (X A)(X A)^T / (n - 1), with X the centred rows and A = sqrt(S_ref):
+    the same nonzero eigenvalues as A S A, in an n x n matrix when there are fewer rows than dimensions.
+    """
+
+    def __init__(self, reference: FeatureStats):
+        self.mean = reference.mean
+        self.trace = float(np.trace(reference.cov))
+        self.root = psd_sqrt(reference.cov)
+
+    def __call__(self, features: np.ndarray) -> float:
+        """The squared Frechet distance between N(reference) and the Gaussian fitted to `features` (N >= 2, D)."""
+        return self.distance(self.prepare(features))
+
+    def prepare(self, features: np.ndarray) -> np.ndarray:
+        """Rows [x, x A] (N, 2D): what `distance` needs, projected once so that resampled rows need no product."""
+        rows = np.asarray(features, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != self.mean.size:
+            raise ValueError(f"need (N, {self.mean.size}) features, got shape {rows.shape}")
+        return np.concatenate([rows, rows @ self.root], axis=1)
+
+    def distance(self, prepared: np.ndarray) -> float:
+        """The distance for rows from `prepare` (any subset or resample of them, at least 2)."""
+        if prepared.shape[0] < 2:
+            raise ValueError(f"need at least 2 feature rows, got {prepared.shape[0]}")
+        count, dim = prepared.shape[0], self.mean.size
+        centred = prepared - prepared.mean(axis=0)
+        projected = centred[:, dim:] / np.sqrt(count - 1)  # (x - mean) A, since centring commutes with A.
+        small = projected @ projected.T if count <= dim else projected.T @ projected
+        trace_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh(small), 0.0, None)).sum())
+        covariance_trace = float(np.sum(centred[:, :dim] ** 2) / (count - 1))
+        gap = prepared[:, :dim].mean(axis=0) - self.mean
+        return max(float(gap @ gap) + self.trace + covariance_trace - 2.0 * trace_sqrt, 0.0)

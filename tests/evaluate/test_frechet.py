@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from pyoco_jax.evaluate.frechet import FeatureStats, fit_gaussian, frechet_distance, frechet_distance_of
+from pyoco_jax.evaluate.frechet import (
+    FeatureStats,
+    FrechetToReference,
+    fit_gaussian,
+    frechet_distance,
+    frechet_distance_of,
+)
 from pyoco_jax.evaluate.real_stats import cached_stats, stats_path
 
 
@@ -149,3 +155,13 @@ def test_cached_stats_leaves_nothing_when_compute_fails(tmp_path):
     with pytest.raises(RuntimeError):
         cached_stats(path, compute)
     assert not path.exists()
+
+
+@pytest.mark.parametrize("rows", [12, 30, 80])  # Fewer rows than dimensions, and more.
+def test_distance_to_a_fixed_reference_equals_the_general_formula(rows):
+    rng = np.random.default_rng(rows)
+    reference = fit_gaussian(rng.normal(size=(200, 40)) @ rng.normal(size=(40, 40)))
+    features = rng.normal(0.3, 1.5, size=(rows, 40))
+    expected = frechet_distance_of(reference, fit_gaussian(features))
+    # 1e-8: the general formula square-roots the singular covariance's round-off-sized null eigenvalues.
+    assert FrechetToReference(reference)(features) == pytest.approx(expected, rel=1e-8)
