@@ -22,6 +22,7 @@ from pyoco_jax.errors import UserError
 
 ITEMS = ("state", "data", "config")
 DAMAGED = ".damaged"  # Suffix of a step folder that failed to restore, moved aside so its step can be saved again.
+CHECKPOINTS = "checkpoints"  # The folder of a workdir that holds its step folders.
 PyTree = Any
 
 
@@ -65,7 +66,7 @@ class Checkpointer:
                 enable_async_checkpointing=True,
                 create=True,
             )
-        self.directory = epath.Path(workdir) / "checkpoints"
+        self.directory = epath.Path(workdir) / CHECKPOINTS
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
     def all_steps(self) -> list[int]:

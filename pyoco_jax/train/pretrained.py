@@ -1,9 +1,12 @@
 """Starting a video run from a pretrained image U-Net: 2D weights loaded, temporal layers new.
 
-The fresh state is built (and sharded) first; the converted tensors are then put
-in place with each array's sharding, so a large model is never materialised twice.
-Where the pretrained pipeline has a scheduler config, the run's diffusion settings
-must agree with how the U-Net was trained, or the run is refused before any loading.
+`train.init_from` is a diffusers U-Net (or pipeline) folder, or another pyoco_jax run's workdir (its
+latest checkpoint's EMA weights): PYoCo's recipe of pretraining an image model, then fine-tuning it on
+video with the temporal layers added (they start as the identity, so the video model first acts as
+the image model on every frame). The fresh state is built (and sharded) first; the pretrained tensors
+are then put in place with each array's sharding, so a large model is never materialised twice.
+Where the pretrained pipeline has a scheduler config, or the pretrained run its config, the run's
+diffusion settings must agree with how the U-Net was trained, or the run is refused before any loading.
 """
 
 import math
@@ -11,14 +14,18 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from absl import logging
+from etils import epath
 from flax import nnx
 
+from pyoco_jax.config_rules import get
 from pyoco_jax.convert.diffusers import load_unet_params
 from pyoco_jax.convert.merge import merge_params
 from pyoco_jax.convert.pipeline import scheduler_config
 from pyoco_jax.errors import ConfigError
 from pyoco_jax.train.build import RunParts
+from pyoco_jax.train.checkpoint import CHECKPOINTS
 from pyoco_jax.train.state import TrainState, trainable_filter
 
 # diffusers scheduler_config.json values -> ours; _SAME: keys whose values carry over as they are.
@@ -77,10 +84,46 @@ def check_pretrained_training(config: ml_collections.ConfigDict) -> None:
             )
 
 
-def init_from_pretrained(state: TrainState, parts: RunParts, config: ml_collections.ConfigDict) -> TrainState:
-    """`state` with the diffusers U-Net in `config.train.init_from` merged in; EMA and optimizer restarted."""
+def is_run_directory(path: str) -> bool:
+    """Whether `path` is a pyoco_jax run's workdir (it holds training checkpoints), not a diffusers folder."""
+    return (epath.Path(path) / CHECKPOINTS).is_dir()
+
+
+def check_same_diffusion(config: ml_collections.ConfigDict, pretrained: ml_collections.ConfigDict) -> None:
+    """Refuses fine-tuning a pyoco_jax run under diffusion settings other than those it was trained with."""
+    ours = config.diffusion
+    if ours.formulation == "edm" and ours.edm.pretrained_prediction != "edm":
+        raise ConfigError(
+            f"config key 'diffusion.edm.pretrained_prediction': train.init_from={config.train.init_from!r} is a "
+            "pyoco_jax run, trained with EDM's preconditioning: set it to 'edm'"
+        )
+    schedule = ("schedule", "num_train_timesteps", "beta_start", "beta_end", "prediction", "zero_terminal_snr")
+    details = ["edm.sigma_data"] if ours.formulation == "edm" else [f"ddpm.{key}" for key in schedule]
+    for key in ["formulation", *details]:
+        mine, trained = get(config, f"diffusion.{key}"), get(pretrained, f"diffusion.{key}")
+        if mine != trained:
+            raise ConfigError(
+                f"config key 'diffusion.{key}': is {mine!r}, but train.init_from={config.train.init_from!r} was "
+                f"trained with {trained!r}; set it to {trained!r}"
+            )
+
+
+def pretrained_tensors(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+    """The U-Net weights `train.init_from` names: a pyoco_jax run's latest EMA weights, else a diffusers U-Net."""
+    path = config.train.init_from
+    if is_run_directory(path):
+        from pyoco_jax.train.weights import checkpoint_weights
+
+        pretrained, _, tensors = checkpoint_weights(path, ema=True)
+        check_same_diffusion(config, pretrained)
+        return tensors
     check_pretrained_training(config)
-    _, tensors = load_unet_params(config.train.init_from, cache_dir=config.train.convert_cache_dir or None)
+    return load_unet_params(path, cache_dir=config.train.convert_cache_dir or None)[1]
+
+
+def init_from_pretrained(state: TrainState, parts: RunParts, config: ml_collections.ConfigDict) -> TrainState:
+    """`state` with the U-Net of `config.train.init_from` merged in; EMA and optimizer restarted."""
+    tensors = pretrained_tensors(config)
     model = nnx.merge(parts.graphdef, state.params, state.frozen)
     merged, report = merge_params(nnx.state(model, nnx.Param), tensors)
     nnx.update(model, merged)
