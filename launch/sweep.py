@@ -38,6 +38,7 @@ from etils import epath
 
 from pyoco_jax.config import ConfigError, load_config
 from pyoco_jax.config_values import split_override
+from pyoco_jax.errors import UserError
 from pyoco_jax.sweep import Sweep, SweepError, format_value, load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,9 +84,9 @@ def expand(sweep: Sweep, workdir: str, extra: Sequence[str] = ()) -> list[Run]:
     runs: list[Run] = []
     by_config: dict[str, str] = {}
     for index, (name, values) in enumerate(sweep.runs.items()):
-        overrides = (*(f"{key}={format_value(value)}" for key, value in values.items()), *extra)
+        overrides = (*(f"{key}={format_value(value, workdir)}" for key, value in values.items()), *extra)
         try:
-            config = load_config(str(config_path), overrides)
+            config = load_config(str(config_path), overrides, produced_under=workdir)
         except ConfigError as err:
             raise ConfigError(f"run {name}: {err}") from None
         text = config.to_json_best_effort(sort_keys=True)
@@ -274,6 +275,22 @@ def run_locally(config: Path, runs: list[Run]) -> None:
         print(f"{prefix} {outcome}" + (f" (exit {code}; see its train.log)" if outcome != "done" else ""), flush=True)
 
 
+def report_if_done(sweep: Sweep, rows: list[dict[str, object]], workdir: str) -> int:
+    """Runs the sweep file's `report` once every run is done; 0, or 1 with a line on what went wrong."""
+    if sweep.report is None:
+        return 0
+    pending = [row["name"] for row in rows if row["status"] != "done"]
+    if pending:
+        print(f"report: waiting for {len(pending)} runs ({', '.join(pending[:3])} ...)")
+        return 0
+    try:
+        sweep.report(workdir, dict(sweep.runs), str(base_config(sweep)))
+    except UserError as err:
+        print(f"launch/sweep.py: report: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # ---- Handing runs to launch/tpu.py or launch/slurm.py. ----
 
 
@@ -366,9 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = expand(sweep, args.workdir, args.set)
         selected = select(runs, args.only)
         if args.summarize_only:
-            write_summary(sweep, runs, args.workdir, args.rank_by)
+            rows = write_summary(sweep, runs, args.workdir, args.rank_by)
             print(f"wrote {args.workdir}/summary.csv and summary.md")
-            return 0
+            return report_if_done(sweep, rows, args.workdir)
         if args.launcher != "local":
             failures = launch_remote(args.launcher, sweep, selected, launcher_args, args.dry_run)
             if not args.dry_run:
@@ -393,7 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = write_summary(sweep, runs, args.workdir, args.rank_by)
         print(f"summary: {args.workdir}/summary.md")
     selected_names = {run.name for run in selected}
-    return int(any(row["status"] != "done" for row in rows if row["name"] in selected_names))
+    failed = any(row["status"] != "done" for row in rows if row["name"] in selected_names)
+    return int(failed) or report_if_done(sweep, rows, args.workdir)
 
 
 if __name__ == "__main__":

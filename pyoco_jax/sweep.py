@@ -4,7 +4,13 @@ A sweep file (configs/sweeps/*.py) sets `CONFIG`, the base config, and `get_swee
 dicts such as `{"noise.prior": "mixed", "noise.alpha": 1.0}`. Each run is named after its overrides
 (`prior-mixed_alpha-1.0`), so its workdir stays the same when the sweep grows and a rerun resumes it.
 `SHORT_NAMES = {"optim.learning_rate": "lr"}` in the file shortens names; a key's default short name is its
-last part. `launch/sweep.py` runs sweeps. Pure Python: nothing here imports JAX or the trainer.
+last part; an empty short name leaves the key out of names (for keys that only change together with a
+named one). `{sweep}` in a string value stands for the sweep's workdir, so a run can start from an earlier
+run's output (`{"train.init_from": "{sweep}/stage-image"}`; its name keeps only `stage-image`); such a run
+must come after the one it reads, and the local launcher runs them in order. A file may also define
+`report(workdir, runs, config)`, called once every run is done (a study's own evaluation and write-up;
+`runs` maps names to overrides, `config` is the base config's path). `launch/sweep.py` runs sweeps.
+Pure Python: nothing here imports JAX or the trainer.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ import importlib.util
 import itertools
 import pathlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pyoco_jax.errors import UserError
 
 Value = bool | int | float | str | tuple | list
+SWEEP_DIR = "{sweep}"  # In a string value: the sweep's workdir.
 Run = dict[str, Value]
 
 MAX_NAME_LENGTH = 120
@@ -67,10 +74,11 @@ def union(*sweeps: Sequence[Mapping[str, Value]]) -> list[Run]:
     return [dict(run) for sweep in sweeps for run in sweep]
 
 
-def format_value(value: Value) -> str:
-    """The text of `--config.key=TEXT` that sets `value` (strings go unquoted, as the command line takes them)."""
+def format_value(value: Value, workdir: str = SWEEP_DIR) -> str:
+    """The text of `--config.key=TEXT` that sets `value` (strings go unquoted, as the command line takes them),
+    with `{sweep}` replaced by `workdir`."""
     if isinstance(value, str):
-        return value
+        return value.replace(SWEEP_DIR, workdir)
     return _literal(value)
 
 
@@ -105,7 +113,7 @@ def name_value(value: Value) -> str:
         return _name_number(value)
     if isinstance(value, (tuple, list)):
         return "-".join(name_value(item) for item in value)
-    return _UNSAFE.sub("-", value).strip("-") or "empty"
+    return _UNSAFE.sub("-", value.replace(SWEEP_DIR + "/", "")).strip("-") or "empty"
 
 
 def short_names(keys: Sequence[str], aliases: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -114,6 +122,8 @@ def short_names(keys: Sequence[str], aliases: Mapping[str, str] | None = None) -
     shorts = {key: aliases.get(key, key.rsplit(".", 1)[-1]) for key in keys}
     seen: dict[str, str] = {}
     for key, short in shorts.items():
+        if short == "":
+            continue
         if not re.fullmatch(r"[A-Za-z0-9_.+-]+", short):
             raise SweepError(f"short name {short!r} of {key!r}: use letters, digits, '_', '.', '+' or '-'")
         if short in seen:
@@ -129,7 +139,7 @@ def run_name(run: Mapping[str, Value], shorts: Mapping[str, str]) -> str:
     """`{"noise.prior": "mixed", "noise.alpha": 1.0}` -> `prior-mixed_alpha-1.0` (keys in the run's order)."""
     if not run:
         return "base"
-    return "_".join(f"{shorts[key]}-{name_value(value)}" for key, value in run.items())
+    return "_".join(f"{shorts[key]}-{name_value(value)}" for key, value in run.items() if shorts[key]) or "base"
 
 
 def check_run(index: int, run: object) -> Run:
@@ -175,6 +185,7 @@ class Sweep:
     path: str
     config: str  # The base config, relative to the repository root (as the launchers take it).
     runs: dict[str, Run]  # name -> overrides, in sweep order.
+    report: Callable[[str, dict[str, Run], str], None] | None = None  # Called when every run is done.
 
     @property
     def keys(self) -> list[str]:
@@ -200,4 +211,7 @@ def load_sweep(path: str) -> Sweep:
     runs = module.get_sweep()
     if not isinstance(runs, (list, tuple)) or not runs:
         raise SweepError(f"{path}: get_sweep() must return a non-empty list of override dicts, got {runs!r}")
-    return Sweep(path, config, name_runs(runs, getattr(module, "SHORT_NAMES", None)))
+    report = getattr(module, "report", None)
+    if report is not None and not callable(report):
+        raise SweepError(f"{path}: report must be a function report(workdir, runs, config)")
+    return Sweep(path, config, name_runs(runs, getattr(module, "SHORT_NAMES", None)), report)

@@ -140,3 +140,15 @@ def test_the_noise_prior_sweep():
     assert list(loaded.runs) == expected
     assert loaded.runs["prior-iid"] == {"noise.prior": "iid"}  # alpha does not enter iid noise: one run.
     assert loaded.keys == ["noise.prior", "noise.alpha"]
+
+
+def test_an_empty_short_name_leaves_the_key_out_of_names():
+    runs = [{"data.num_frames": 1, "model.temporal.mid": False, "seed": 0}, {"seed": 0}]
+    names = sweep.name_runs(runs, aliases={"data.num_frames": "frames", "model.temporal.mid": ""})
+    assert list(names) == ["frames-1_seed-0", "seed-0"]
+
+
+def test_sweep_dir_placeholder_names_and_formats_an_earlier_runs_output():
+    run = {"train.init_from": "{sweep}/frames-1_seed-0", "seed": 0}
+    assert list(sweep.name_runs([run], aliases={"train.init_from": "from"})) == ["from-frames-1_seed-0_seed-0"]
+    assert sweep.format_value(run["train.init_from"], "/runs/study") == "/runs/study/frames-1_seed-0"
