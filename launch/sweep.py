@@ -275,8 +275,9 @@ def run_locally(config: Path, runs: list[Run]) -> None:
         print(f"{prefix} {outcome}" + (f" (exit {code}; see its train.log)" if outcome != "done" else ""), flush=True)
 
 
-def report_if_done(sweep: Sweep, rows: list[dict[str, object]], workdir: str) -> int:
-    """Runs the sweep file's `report` once every run is done; 0, or 1 with a line on what went wrong."""
+def report_if_done(sweep: Sweep, rows: list[dict[str, object]], workdir: str, extra: Sequence[str]) -> int:
+    """Runs the sweep file's `report` once every run is done, with the base config and the command line's
+    overrides (what every run shares); 0, or 1 with a line on what went wrong."""
     if sweep.report is None:
         return 0
     pending = [row["name"] for row in rows if row["status"] != "done"]
@@ -284,7 +285,8 @@ def report_if_done(sweep: Sweep, rows: list[dict[str, object]], workdir: str) ->
         print(f"report: waiting for {len(pending)} runs ({', '.join(pending[:3])} ...)")
         return 0
     try:
-        sweep.report(workdir, dict(sweep.runs), str(base_config(sweep)))
+        config = load_config(str(base_config(sweep)), parse_set(extra, sweep.keys), produced_under=workdir)
+        sweep.report(workdir, dict(sweep.runs), config)
     except UserError as err:
         print(f"launch/sweep.py: report: {err}", file=sys.stderr)
         return 1
@@ -385,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.summarize_only:
             rows = write_summary(sweep, runs, args.workdir, args.rank_by)
             print(f"wrote {args.workdir}/summary.csv and summary.md")
-            return report_if_done(sweep, rows, args.workdir)
+            return report_if_done(sweep, rows, args.workdir, args.set)
         if args.launcher != "local":
             failures = launch_remote(args.launcher, sweep, selected, launcher_args, args.dry_run)
             if not args.dry_run:
@@ -411,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"summary: {args.workdir}/summary.md")
     selected_names = {run.name for run in selected}
     failed = any(row["status"] != "done" for row in rows if row["name"] in selected_names)
-    return int(failed) or report_if_done(sweep, rows, args.workdir)
+    return int(failed) or report_if_done(sweep, rows, args.workdir, args.set)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ named one). `{sweep}` in a string value stands for the sweep's workdir, so a run
 run's output (`{"train.init_from": "{sweep}/stage-image"}`; its name keeps only `stage-image`); such a run
 must come after the one it reads, and the local launcher runs them in order. A file may also define
 `report(workdir, runs, config)`, called once every run is done (a study's own evaluation and write-up;
-`runs` maps names to overrides, `config` is the base config's path). `launch/sweep.py` runs sweeps.
+`runs` maps names to overrides, `config` is the base config with the command line's overrides).
+`launch/sweep.py` runs sweeps.
 Pure Python: nothing here imports JAX or the trainer.
 """
 
@@ -185,7 +186,7 @@ class Sweep:
     path: str
     config: str  # The base config, relative to the repository root (as the launchers take it).
     runs: dict[str, Run]  # name -> overrides, in sweep order.
-    report: Callable[[str, dict[str, Run], str], None] | None = None  # Called when every run is done.
+    report: Callable[[str, dict[str, Run], object], None] | None = None  # Called when every run is done.
 
     @property
     def keys(self) -> list[str]:

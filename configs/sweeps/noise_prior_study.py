@@ -24,9 +24,8 @@ def get_sweep() -> list[dict]:
     return study_runs(STUDY)
 
 
-def report(workdir: str, runs: dict[str, dict], config: str) -> None:
-    from pyoco_jax.config import load_config
+def report(workdir: str, runs: dict[str, dict], config) -> None:
     from pyoco_jax.studies.noise_prior_report import write_report
 
     command = f"python launch/sweep.py configs/sweeps/noise_prior_study.py --workdir {workdir}"
-    write_report(STUDY, workdir, runs, load_config(config), command)
+    write_report(STUDY, workdir, runs, config, command)

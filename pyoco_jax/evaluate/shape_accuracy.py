@@ -16,6 +16,7 @@ import optax
 from flax import nnx
 
 from pyoco_jax.data.synthetic import SyntheticVideoSource
+from pyoco_jax.errors import UserError
 
 
 class _ShapeNet(nnx.Module):
@@ -89,9 +90,12 @@ def train_shape_classifier(
 ) -> ShapeClassifier:
     """Trains on the first `train_clips` clips of `source` and scores the next `held_out_clips`."""
     if source.num_classes < 2:
-        raise ValueError("shape accuracy needs a class-conditional source (num_classes >= 2)")
+        raise UserError("shape accuracy needs a class-conditional source (data.num_classes >= 2)")
     if len(source) < train_clips + held_out_clips:
-        raise ValueError(f"the source has {len(source)} clips; {train_clips + held_out_clips} are needed")
+        raise UserError(
+            f"the shape classifier trains on {train_clips + held_out_clips} clips but the data has {len(source)}; "
+            f"set data.num_examples to at least {train_clips + held_out_clips}"
+        )
     frames, labels = _frames_and_labels(source, range(train_clips))
     test_frames, test_labels = _frames_and_labels(source, range(train_clips, train_clips + held_out_clips))
     model = _ShapeNet(source.num_classes, nnx.Rngs(seed))

@@ -15,7 +15,6 @@ from pyoco_jax.sweep import name_runs
 from tests.train.helpers import REPO, single_device_env
 
 SMALL = (
-    "--config.data.num_examples=64",
     "--config.sample.num_steps=2",
     "--config.train.log_every=1",
     "--config.optim.warmup_steps=1",
@@ -70,9 +69,8 @@ def test_the_study_command_trains_evaluates_and_reports(tmp_path):
         def get_sweep():
             return study_runs(STUDY)
         def report(workdir, runs, config):
-            from pyoco_jax.config import load_config
             from pyoco_jax.studies.noise_prior_report import write_report
-            write_report(STUDY, workdir, runs, load_config(config), "toy study")
+            write_report(STUDY, workdir, runs, config, "toy study")
     """)
     )
     workdir = tmp_path / "study"
