@@ -32,6 +32,7 @@ from pyoco_jax.evaluate.fvd_protocol import check_clips, get_protocol
 from pyoco_jax.evaluate.inception_score import inception_score_interval
 from pyoco_jax.evaluate.real_stats import cached_stats, stats_path
 from pyoco_jax.evaluate.shape_report import check_shape_model, shape_classifier, shape_metrics
+from pyoco_jax.video_range import to_uint8
 
 METRICS = ("fvd", "clipsim", "is", "shape")
 Sampler = Callable[[int, int], tuple[np.ndarray, np.ndarray | None]]
@@ -132,7 +133,6 @@ class Evaluator:
         clips = np.stack([self._source[i]["video"] for i in range(start, start + count)])
         if self.config.data.source == "latents":
             from pyoco_jax.sample.decode import make_latent_decoder
-            from pyoco_jax.sample.sampler import to_uint8
 
             decode = make_latent_decoder(self.config)
             clips = np.concatenate([to_uint8(decode(clips[i : i + self.batch])) for i in range(0, count, self.batch)])

@@ -17,16 +17,11 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from pyoco_jax import parallel
+from pyoco_jax.conditioning import is_conditioned, training_condition
 from pyoco_jax.train.state import TrainState
+from pyoco_jax.video_range import video_to_model_range
 
 Batch = dict[str, jax.Array]
-
-
-def video_to_model_range(video: jax.Array) -> jax.Array:
-    """uint8 pixels to [-1, 1] float32; float inputs (latents) pass through as float32."""
-    if video.dtype == jnp.uint8:
-        return video.astype(jnp.float32) / 127.5 - 1.0
-    return video.astype(jnp.float32)
 
 
 def example_keys(rng: jax.Array, step: jax.Array, batch_size: int) -> jax.Array:
@@ -78,6 +73,7 @@ def make_loss_and_grads(
     use_fps = bool(model_config.fps_conditioning)
     prior = config.noise.prior
     alpha = float(config.noise.alpha)
+    conditioned = is_conditioned(config)
     video_layout = None if mesh is None else NamedSharding(mesh, parallel.video_spec(mesh))
 
     def constrain(video: jax.Array) -> jax.Array:
@@ -93,9 +89,15 @@ def make_loss_and_grads(
         if context is not None and null_context is not None:
             context = drop_condition(context, keys, optim.label_drop_rate, null_context)
         fps = micro["fps"] if use_fps else None
+        condition = augmentation = None
+        if conditioned:  # Built from the clean clip: its given frames and/or its low-resolution version.
+            condition, augmentation = training_condition(config.condition, x0, jax.random.fold_in(keys[0], 2))
+            augmentation = augmentation if model_config.condition_augmentation else None
 
         def model_fn(x, t):
-            return constrain(model(constrain(x), t, context=context, labels=labels, fps=fps))
+            out = model(constrain(x), t, context=context, labels=labels, fps=fps, condition=condition,
+                        augmentation=augmentation)  # fmt: skip
+            return constrain(out)
 
         diffusion_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
         loss, _ = formulation.loss(model_fn, x0, diffusion_keys, prior=prior, alpha=alpha)

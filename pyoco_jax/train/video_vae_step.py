@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from pyoco_jax.evaluate.flicker import frame_differences
-from pyoco_jax.train.step import video_to_model_range
+from pyoco_jax.video_range import video_to_model_range
 
 LOSSES = ("l1", "l2")
 Metrics = dict[str, jax.Array]
