@@ -102,6 +102,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.norm_eps = 1e-5
     c.model.num_classes = 0  # Class-label embedding added to the time embedding (0: none).
     c.model.fps_conditioning = False  # MagicVideo frame-rate embedding added like the timestep's.
+    # Conditioning input (cascade stages, image-to-video): its channels, through a zero-initialised conv added to
+    # conv_in (0: none), and an embedding of the noise level it was augmented with (zero at init).
+    c.model.condition_channels = 0
+    c.model.condition_augmentation = False
     c.model.flip_sin_to_cos = True
     c.model.freq_shift = 0
     c.model.dtype = "float32"  # Compute dtype (bfloat16 on accelerators).
@@ -169,6 +173,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.sample.s_noise = 1.0
     c.sample.fps = 8  # Frame rate of written videos.
     c.sample.prompts = ("",)  # Text-to-video: prompts of the periodic samples (cycled; "" is unconditional).
+
+    # ---- Conditioning on known frames and low-resolution clips (pyoco_jax/conditioning.py): cascade stages
+    # (temporal interpolation, super-resolution), image-to-video, extension. model.condition_channels must match. ----
+    c.condition = ml_collections.ConfigDict()
+    c.condition.frames = ""  # Given frames: "" (none) | interpolation | first | last | random (one of those per clip).
+    c.condition.interpolation_factor = 4  # interpolation: every k-th frame given (clips of (keyframes - 1) * k + 1).
+    c.condition.given_frames = 1  # first / last: how many frames are given (first with 1: image-to-video).
+    c.condition.low_res_factor = 0  # Super-resolution: the clip downsampled by this factor is given (0: none).
+    c.condition.augment_sigma_max = 0.0  # Training noises the condition with sigma ~ U(0, this) (needs
+    # model.condition_augmentation, which embeds the level).
+    c.condition.sample_augment_sigma = 0.0  # Sampling: the noise level the condition is given with.
 
     # ---- VAE (latent runs) and VideoVAE fine-tuning (pyoco_jax/train/video_vae.py, configs/video_vae.py). ----
     c.vae = ml_collections.ConfigDict()

@@ -10,6 +10,7 @@ import re
 import ml_collections
 
 from pyoco_jax import parallel
+from pyoco_jax.conditioning import FRAME_MODES, condition_channels
 from pyoco_jax.data.clip_sampling import CROPS, TEMPORAL_SAMPLINGS
 from pyoco_jax.data.loader import SOURCES
 from pyoco_jax.data.synthetic import BACKGROUNDS, check_shape_size
@@ -53,6 +54,7 @@ CHOICES = {
     "vae.trainable": tuple(TRAINABLE_PARTS),
     "vae.loss": LOSSES,
     "train.eval_metric": METRICS,
+    "condition.frames": FRAME_MODES,
 }
 
 POSITIVE = (
@@ -99,6 +101,10 @@ POSITIVE = (
     "vae.log_every",
 )
 NON_NEGATIVE = (
+    "model.condition_channels",
+    "condition.low_res_factor",
+    "condition.augment_sigma_max",
+    "condition.sample_augment_sigma",
     "data.num_classes",
     "data.worker_count",
     "data.prefetch",
@@ -197,6 +203,7 @@ def check_combinations(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config key 'data.shape_size': {err}") from None
     _check_video_data(data)
     _check_eval(config.train)
+    _check_condition(config)
     _check_mesh(config)
     _check_unet(config)
     require(
@@ -217,6 +224,39 @@ def _check_eval(train: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config key 'train.eval_protocol': {err}") from None
     if train.eval_every and train.eval_metric == "clipsim":
         require(bool(train.eval_clip), "train.eval_clip", "name a CLIPModel folder for eval_metric clipsim")
+
+
+def _check_condition(config: ml_collections.ConfigDict) -> None:
+    condition, data = config.condition, config.data
+    require(condition.interpolation_factor >= 1, "condition.interpolation_factor", "must be >= 1")
+    require(condition.given_frames >= 1, "condition.given_frames", "must be >= 1")
+    needed = condition_channels(config)
+    require(
+        config.model.condition_channels == needed,
+        "model.condition_channels",
+        f"is {config.model.condition_channels}, but the condition section gives {needed} channels "
+        f"(given frames: data.channels + a mask; low-res clip: data.channels); set it to {needed}",
+    )
+    augments = condition.augment_sigma_max > 0 or condition.sample_augment_sigma > 0
+    require(
+        augments == bool(config.model.condition_augmentation) or not needed,
+        "model.condition_augmentation",
+        "must be True exactly when condition.augment_sigma_max or sample_augment_sigma is > 0 (it embeds the level)",
+    )
+    if condition.frames in ("interpolation", "random"):
+        k = condition.interpolation_factor
+        require(
+            (data.num_frames - 1) % k == 0 and data.num_frames > k,
+            "data.num_frames",
+            f"interpolation with factor {k} needs (keyframes - 1) * {k} + 1 frames, e.g. {2 * k + 1}",
+        )
+    if condition.frames in ("first", "last", "random"):
+        require(condition.given_frames < data.num_frames, "condition.given_frames", "must be below data.num_frames")
+    if condition.low_res_factor > 1:
+        factor = condition.low_res_factor
+        require(
+            data.resolution % factor == 0, "data.resolution", f"must be divisible by condition.low_res_factor {factor}"
+        )
 
 
 def _check_video_data(data: ml_collections.ConfigDict) -> None:

@@ -3,6 +3,10 @@
 Samples from any checkpoint of a run, with the config saved in that checkpoint (read on one device,
 whatever mesh trained it). Text-to-video models take `--prompt` (classifier-free guidance against the
 empty prompt) and decode their latents through the VideoVAE (`vae.video_decoder`) or the image VAE.
+`--cascade STAGE_DIR` (repeatable) runs the base's clips through cascade stages in order (temporal
+interpolation, super-resolution: `pyoco_jax.sample.cascade`) and writes the last stage's clips; each
+stage's own output goes next to --out as <name>.stage<N>.mp4. A conditioned run sampled on its own is
+given real clips of its data.
 """
 
 import numpy as np
@@ -21,6 +25,9 @@ _EMA = flags.DEFINE_bool("ema", True, "Sample with the EMA params (else the raw 
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "Text prompt (text-to-video models); repeat for one video each.")
 _OUT = flags.DEFINE_string(
     "out", None, "Output .mp4, local or gs:// (a .gif of the same grid is written next to it).", required=True
+)
+_CASCADE = flags.DEFINE_multi_string(
+    "cascade", [], "Run directory of a cascade stage (interpolation or super-resolution) after --workdir; repeat."
 )
 _SHAPE_ACCURACY = flags.DEFINE_bool(
     "shape_accuracy",
@@ -45,8 +52,21 @@ def main() -> None:
     prompts = list(_PROMPT.value)
     num = len(prompts) if len(prompts) > 1 else _NUM.value
     labels = None if _LABEL.value is None else np.full((num,), _LABEL.value, np.int32)
-    videos, inputs = run.sample(num, seed=_SEED.value, labels=labels, prompts=prompts, guidance_scale=_GUIDANCE.value)
-    paths = write_videos(videos, absolute(_OUT.value), config.sample.fps)
+    out = absolute(_OUT.value)
+    if _CASCADE.value:
+        from pyoco_jax.sample.cascade import run_cascade
+
+        stages = [load_run_sampler(absolute(d), ema=_EMA.value, num_steps=_STEPS.value) for d in _CASCADE.value]
+        outputs, labels = run_cascade(run, stages, num=num, seed=_SEED.value, labels=labels)
+        stem, suffix = out.rsplit(".", 1)
+        for index, stage_videos in enumerate(outputs[:-1]):
+            write_videos(stage_videos, f"{stem}.stage{index}.{suffix}", config.sample.fps)
+        videos, inputs, config = outputs[-1], {"labels": labels}, stages[-1].config
+    else:
+        videos, inputs = run.sample(
+            num, seed=_SEED.value, labels=labels, prompts=prompts, guidance_scale=_GUIDANCE.value
+        )
+    paths = write_videos(videos, out, config.sample.fps)
     logging.info("Sampled %d videos from step %d: %s", num, run.step, ", ".join(map(str, paths)))
     if _SHAPE_ACCURACY.value:
         metrics = shape_metrics(config, videos, inputs["labels"])

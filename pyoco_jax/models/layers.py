@@ -77,13 +77,14 @@ class Conv2d(nnx.Module):
         adaptor_frames: int = 0,
         precision: Precision,
         rngs: KeySource,
+        zero_init: bool = False,
     ):
         self.dtype = precision.dtype
         self.stride = stride
         self.padding = kernel_size // 2
         self.kernel = _param(
             rngs,
-            nnx.initializers.lecun_normal(),
+            nnx.initializers.zeros if zero_init else nnx.initializers.lecun_normal(),
             (axes.CONV_WINDOW, axes.CONV_WINDOW, axes.CONV_IN, axes.CONV_OUT),
             (kernel_size, kernel_size, in_channels, out_channels),
             precision.param_dtype,

@@ -3,6 +3,12 @@
 The 2D layers see frames folded into the batch, so SD 1.x/2.x weights map onto them one to one
 (`pyoco_jax.convert.diffusers`); the temporal layers of `model.temporal` start as the identity,
 so at init the video U-Net equals the image U-Net applied to every frame.
+
+Cascade stages and image-to-video models also take a `condition` video (`model.condition_channels`:
+given frames with their mask, an upsampled low-resolution clip; `pyoco_jax.conditioning` builds it) through
+`conv_in_condition`, a zero-initialised convolution added to `conv_in`, and the noise level it was
+augmented with through `augmentation_embedding` (`model.condition_augmentation`, zero at init): an
+unconditioned checkpoint loads unchanged and the model computes exactly what it did until they train.
 """
 
 import jax
@@ -81,7 +87,18 @@ class VideoUNet(nnx.Module):
         edge_adaptor = num_frames if spec.adaptor and spec.active(0) else 0
 
         self.conv_in = Conv2d(m.in_channels, channels[0], adaptor_frames=edge_adaptor, precision=precision, rngs=rngs)
+        self.condition_channels = int(m.condition_channels)
+        self.conv_in_condition = (
+            Conv2d(self.condition_channels, channels[0], precision=precision, rngs=rngs, zero_init=True)
+            if self.condition_channels
+            else None
+        )
         self.time_embedding = TimestepEmbedding(channels[0], temb, precision=precision, rngs=rngs)
+        self.augmentation_embedding = (
+            TimestepEmbedding(channels[0], temb, precision=precision, rngs=rngs, zero_out=True)
+            if m.condition_augmentation
+            else None
+        )
         self.class_embedding = (
             LabelEmbedding(m.num_classes, temb, precision=precision, rngs=rngs) if m.num_classes else None
         )
@@ -145,12 +162,24 @@ class VideoUNet(nnx.Module):
         )
         self.conv_out = Conv2d(channels[0], m.out_channels, adaptor_frames=edge_adaptor, precision=precision, rngs=rngs)
 
-    def _embed(self, t: jax.Array, batch: int, labels: jax.Array | None, fps: jax.Array | None) -> jax.Array:
+    def _embed(
+        self,
+        t: jax.Array,
+        batch: int,
+        labels: jax.Array | None,
+        fps: jax.Array | None,
+        augmentation: jax.Array | None,
+    ) -> jax.Array:
         t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (batch,))
         sinusoid = lambda v: sinusoidal_embedding(
             v, self.time_proj_dim, flip_sin_to_cos=self.flip_sin_to_cos, freq_shift=self.freq_shift
         ).astype(self.dtype)
         emb = self.time_embedding(sinusoid(t))
+        if self.augmentation_embedding is not None:
+            if augmentation is None:
+                raise ValueError("the model embeds its condition's noise level (model.condition_augmentation): pass it")
+            level = jnp.broadcast_to(jnp.asarray(augmentation, jnp.float32), (batch,))
+            emb = emb + self.augmentation_embedding(sinusoid(level))
         if self.class_embedding is not None:
             emb = emb + self.class_embedding(labels, batch)
         elif labels is not None:
@@ -168,9 +197,13 @@ class VideoUNet(nnx.Module):
         context: jax.Array | None = None,
         labels: jax.Array | None = None,
         fps: jax.Array | None = None,
+        condition: jax.Array | None = None,
+        augmentation: jax.Array | None = None,
     ) -> jax.Array:
         """x: (B, F, H, W, C); t: (B,) timestep or c_noise; context: (B, L, D); labels: (B,) int
-        (None: the null label); fps: (B,) frame rate. Returns (B, F, H, W, out_channels) float32."""
+        (None: the null label); fps: (B,) frame rate; condition: (B, F, H, W, condition_channels);
+        augmentation: (B,) its noise level, as the embedding takes it (c_noise of that sigma).
+        Returns (B, F, H, W, out_channels) float32."""
         if x.ndim != 5:
             raise ValueError(f"VideoUNet takes video (B, F, H, W, C), got shape {x.shape}")
         b, f, h, w, c = x.shape
@@ -187,8 +220,15 @@ class VideoUNet(nnx.Module):
             if context.ndim != 3 or context.shape[0] != b or context.shape[-1] != self.context_dim:
                 raise ValueError(f"context must be (B={b}, L, {self.context_dim}), got shape {context.shape}")
             context = context.astype(self.dtype)
-        temb = jnp.repeat(self._embed(t, b, labels, fps), f, axis=0)
+        temb = jnp.repeat(self._embed(t, b, labels, fps, augmentation), f, axis=0)
         hidden = self.conv_in(x.reshape(b * f, h, w, c).astype(self.dtype), f)
+        if self.conv_in_condition is not None:
+            if condition is None or condition.shape != (b, f, h, w, self.condition_channels):
+                got = None if condition is None else condition.shape
+                raise ValueError(f"the model takes a condition (B, F, H, W, {self.condition_channels}), got {got}")
+            hidden = hidden + self.conv_in_condition(condition.reshape(b * f, h, w, -1).astype(self.dtype), f)
+        elif condition is not None:
+            raise ValueError("a condition was given but the model takes none (model.condition_channels = 0)")
         skips = [hidden]
         for stage in self.down_blocks:
             hidden, stage_skips = stage(hidden, temb, context, f)

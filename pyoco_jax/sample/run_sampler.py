@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from pyoco_jax.conditioning import is_conditioned
 from pyoco_jax.config import apply_overrides
 from pyoco_jax.diffusion import make_formulation
 from pyoco_jax.errors import UserError
@@ -33,13 +34,20 @@ class RunSampler:
         labels: np.ndarray | None = None,
         prompts: Sequence[str] = (),
         guidance_scale: float | None = None,
+        condition_clips: np.ndarray | None = None,
     ) -> tuple[np.ndarray, dict]:
-        """(uint8 videos (num, F, H, W, C), the inputs they were conditioned on) from seed `seed`."""
+        """(uint8 videos (num, F, H, W, C), the inputs they were conditioned on) from seed `seed`.
+
+        A conditioned model (cascade stage, image-to-video) is given `condition_clips` (num, F, H, W, C) as
+        `sample.inputs.condition_inputs` reads them (default: real clips of the run's data).
+        """
         if labels is not None and not np.all((0 <= labels) & (labels < max(self.config.model.num_classes, 1))):
             raise UserError(f"labels must be in [0, {self.config.model.num_classes}) for this model")
         if prompts and self.config.model.cross_attention_dim == 0:
             raise UserError("this model has no text conditioning (model.cross_attention_dim=0); drop the prompts")
-        inputs = sampling_inputs(self.config, num, labels=labels, prompts=prompts)
+        if condition_clips is not None and not is_conditioned(self.config):
+            raise UserError("this model takes no condition (its config's condition section is empty)")
+        inputs = sampling_inputs(self.config, num, labels=labels, prompts=prompts, condition_clips=condition_clips)
         videos = sample_videos(
             self.sampler,
             self.params,

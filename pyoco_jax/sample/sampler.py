@@ -13,7 +13,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from pyoco_jax.conditioning import augmentation_level, build_condition, enforce, is_conditioned
 from pyoco_jax.diffusion import classifier_free_guidance
+from pyoco_jax.video_range import to_uint8
 
 
 def sampling_prior(noise: ml_collections.ConfigDict) -> tuple[str, float]:
@@ -35,16 +37,30 @@ def make_sampler(graphdef: nnx.GraphDef, formulation, config: ml_collections.Con
     null_label = config.model.num_classes
 
     @functools.partial(jax.jit, static_argnames=("num", "guidance_scale"))
-    def sample(params, frozen, key, labels, fps, context=None, null_context=None, *, num: int, guidance_scale: float):
+    def sample(
+        params,
+        frozen,
+        key,
+        labels,
+        fps,
+        context=None,
+        null_context=None,
+        condition=None,
+        augmentation=None,
+        *,
+        num: int,
+        guidance_scale: float,
+    ):
         model = nnx.merge(graphdef, params, frozen)
         shape = (num, data.num_frames, data.resolution, data.resolution, data.channels)
+        given = {"fps": fps, "condition": condition, "augmentation": augmentation}  # Both halves of guidance.
 
         def conditional(x, t):
-            return model(x, t, context=context, labels=labels, fps=fps)
+            return model(x, t, context=context, labels=labels, **given)
 
         def unconditional(x, t):
             null = None if labels is None else jnp.full_like(labels, null_label)
-            return model(x, t, context=null_context, labels=null, fps=fps)
+            return model(x, t, context=null_context, labels=null, **given)
 
         model_fn = classifier_free_guidance(conditional, unconditional, guidance_scale)
         return formulation.sample(
@@ -65,10 +81,6 @@ def make_sampler(graphdef: nnx.GraphDef, formulation, config: ml_collections.Con
     return sample
 
 
-def to_uint8(videos: jax.Array) -> np.ndarray:
-    return np.asarray(jnp.clip(jnp.round((videos + 1.0) * 127.5), 0, 255).astype(jnp.uint8))
-
-
 def sample_videos(
     sampler,
     params: nnx.State,
@@ -82,11 +94,16 @@ def sample_videos(
     context: np.ndarray | None = None,
     null_context: np.ndarray | None = None,
     decode: Callable[[jax.Array], jax.Array] | None = None,
+    given: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    low_res: np.ndarray | None = None,
 ) -> np.ndarray:
     """uint8 (num, F, H, W, C) videos from fixed seeds; `sample.inputs.sampling_inputs` gives the keyword arguments.
 
     `labels`: class per video (None: the null label); `context`/`null_context`: text embeddings (num, T, D)
     and the empty prompt's (T, D); `decode` maps sampled latents to pixels in [-1, 1] for latent models.
+    A conditioned model (`pyoco_jax.conditioning`) takes `given` frames (num, F, H, W, C) in the model's range
+    with their `mask` (num, F) and/or a `low_res` clip; the samples keep them (`conditioning.enforce`).
     """
     fps = jnp.full((num,), config.data.fps, jnp.float32) if config.model.fps_conditioning else None
     guidance = config.sample.guidance_scale if guidance_scale is None else guidance_scale
@@ -98,15 +115,26 @@ def sample_videos(
         context = jnp.asarray(context, jnp.float32)
         if null_context is not None:
             null_context = jnp.broadcast_to(jnp.asarray(null_context, jnp.float32), context.shape)
+    key = jax.random.PRNGKey(seed)
+    condition = augmentation = None
+    if is_conditioned(config):
+        given, mask, low_res = (None if a is None else jnp.asarray(a, jnp.float32) for a in (given, mask, low_res))
+        sigma = jnp.full((num,), config.condition.sample_augment_sigma, jnp.float32)
+        condition = build_condition(config.condition, given, mask, low_res, sigma, jax.random.fold_in(key, 1))
+        augmentation = augmentation_level(sigma) if config.model.condition_augmentation else None
     videos = sampler(
         params,
         frozen,
-        jax.random.PRNGKey(seed),
+        key,
         labels,
         fps,
         context,
         null_context,
+        condition,
+        augmentation,
         num=num,
         guidance_scale=float(guidance),
     )
+    if condition is not None:
+        videos = enforce(config.condition, videos, given, mask, low_res)
     return to_uint8(videos if decode is None else decode(videos))

@@ -37,6 +37,13 @@ VARIANTS = {
         "model.num_classes=0",
         "data.num_classes=0",
     ),
+    # A cascade stage / image-to-video model: the condition's input conv and augmentation embedding.
+    "conditioned": (
+        "condition.frames=first",
+        "model.condition_channels=4",
+        "model.condition_augmentation=True",
+        "condition.augment_sigma_max=0.1",
+    ),
 }
 
 _forward = nnx.jit(lambda model, *args: model(*args))
@@ -79,7 +86,11 @@ def _inputs(config, frames):
     context = rng.standard_normal((2, 5, config.model.cross_attention_dim), np.float32)
     labels = np.array([1, 3]) if config.model.num_classes else None
     fps = np.array([8.0, 4.0], np.float32) if config.model.fps_conditioning else None
-    return x, t, context if config.model.cross_attention_dim else None, labels, fps
+    context = context if config.model.cross_attention_dim else None
+    if not config.model.condition_channels:
+        return x, t, context, labels, fps
+    condition = rng.standard_normal((2, frames, 16, 16, config.model.condition_channels), np.float32)
+    return x, t, context, labels, fps, condition, np.array([5.0, 90.0], np.float32)
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "orbax"])
@@ -113,12 +124,13 @@ def test_image_part_loads_into_diffusers(run, tmp_path):
     image_config = config.copy_and_resolve_references()
     image_config.model.temporal.update(levels=(), mid=False, attention=False, conv=False, adaptor=False)
     image_config.model.fps_conditioning = False
+    image_config.model.condition_channels, image_config.model.condition_augmentation = 0, False
     image_config.data.num_frames = 1
     image_model = nnx.eval_shape(lambda: VideoUNet(image_config.model, num_frames=1, rngs=nnx.Rngs(0)))
     image_names = set(flat_params(image_model))
     image_weights = {k: v for k, v in weights.items() if k in image_names}
     ours_model = model_from_weights(image_config, image_weights)
-    x, t, context, labels, _ = _inputs(image_config, 1)
+    x, t, context, labels, *_ = _inputs(image_config, 1)
     ours = np.asarray(_forward(ours_model, x, t, context, labels, None))
     context_torch = torch.from_numpy(context if context is not None else np.ones((2, 1, 1), np.float32))
     with torch.no_grad():
@@ -136,7 +148,7 @@ def test_video_tensors_use_our_names(run):
     workdir, config = run
     _, _, weights = checkpoint_weights(str(workdir))
     image, video = split_for_diffusers(weights, config.model)
-    video_parts = ("temporal", "adaptor", "fps_embedding", "class_embedding")
+    video_parts = ("temporal", "adaptor", "fps_embedding", "class_embedding", "conv_in_condition", "augmentation")
     assert video and all(any(part in k for part in video_parts) for k in video)
     assert not any("temporal" in k or "adaptor" in k for k in image)
 
