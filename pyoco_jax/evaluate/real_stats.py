@@ -7,12 +7,12 @@ file in the same directory, then os.replace), so an interrupted run never leaves
 
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from pyoco_jax.evaluate.frechet import FeatureStats
 from pyoco_jax.evaluate.fvd_protocol import get_protocol
+from pyoco_jax.paths import write_atomically
 
 _NAME_PART = re.compile(r"[A-Za-z0-9._\-]+")
 
@@ -34,13 +34,5 @@ def cached_stats(path: str | os.PathLike, compute: Callable[[], FeatureStats]) -
     if path.exists():
         return FeatureStats.load(path)
     stats = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            stats.save(file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, stats.save)
     return stats

@@ -6,8 +6,6 @@ first `featurised` clips. Sampling uses the run's own noise prior (`prior`) or i
 `noise.in_sampling=False`). A record is written once (atomically) and read back on every later report.
 """
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import numpy as np
 from pyoco_jax.evaluate.colour_drift import clip_colour_drift
 from pyoco_jax.evaluate.run_eval import Evaluator, sample_in_chunks
 from pyoco_jax.evaluate.shape_accuracy import ShapeClassifier
+from pyoco_jax.paths import write_atomically
 
 SAMPLINGS = ("prior", "iid")
 SAMPLING_SEED = 0
@@ -23,14 +22,6 @@ SAMPLING_SEED = 0
 
 def record_path(workdir: str, step: int, sampling: str, clips: int, featurised: int) -> Path:
     return Path(workdir) / "study" / f"step_{step:07d}_{sampling}_{clips}clips_{featurised}featurised.npz"
-
-
-def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "wb") as file:
-        np.savez(file, **arrays)
-    os.replace(temporary, path)
 
 
 def clip_records(
@@ -68,5 +59,5 @@ def clip_records(
         "features": fvd.features(videos[:featurised]),
     }
     records["seconds"] = np.float64(time.perf_counter() - begin)
-    _save(path, records)
+    write_atomically(path, lambda file: np.savez(file, **records))
     return records
