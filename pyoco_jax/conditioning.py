@@ -15,7 +15,7 @@ Training noise-augments the condition (cascaded diffusion): a level sigma ~ U(0,
 example adds sigma * N(0, I) to the given values, and the model embeds the level (`augmentation_level`), so
 a later stage learns not to trust an earlier stage's errors; sampling gives `sample_augment_sigma`.
 `enforce` makes a sample keep what was given: given frames are copied in, and the low-res clip replaces
-the sample's own low frequencies. That replacement alone can leave [-1, 1] (a sharp edge next to a block
+the sample's own low frequencies. For pixels, that replacement alone can leave [-1, 1] (a sharp edge next to a block
 that must average out), and clipping would then break it; so it alternates with clipping to [-1, 1]
 (projections onto two convex sets, whose intersection holds the upsampled low-res clip), converging to a
 video in range that area-downsamples to the low-res clip.
@@ -121,9 +121,10 @@ def training_condition(
 
 def enforce(
     condition: ml_collections.ConfigDict, sample: jax.Array, given: jax.Array | None, mask: jax.Array | None,
-    low_res: jax.Array | None,
+    low_res: jax.Array | None, *, bounded: bool = True,
 ) -> jax.Array:  # fmt: skip
-    """`sample` keeping what was given: given frames copied in, then the low-res clip's own low frequencies."""
+    """`sample` keeping what was given: given frames copied in, then the low-res clip's own low frequencies
+    (kept in [-1, 1] for pixels; latents, `bounded` False, are unbounded and need one projection)."""
     if condition.frames:
         weights = mask[:, :, None, None, None]
         sample = weights * given + (1.0 - weights) * sample
@@ -134,6 +135,8 @@ def enforce(
         def project(video: jax.Array) -> jax.Array:
             return video - upsample(downsample(video, factor), factor) + target
 
+        if not bounded:
+            return project(sample)
         in_range = lambda _, video: jnp.clip(project(video), -1.0, 1.0)
         sample = project(jax.lax.fori_loop(0, PROJECTION_ROUNDS, in_range, jnp.clip(sample, -1.0, 1.0)))
     return sample

@@ -85,6 +85,14 @@ def test_enforce_keeps_given_frames_and_the_low_res_clip():
     np.testing.assert_allclose(kept - upsample(0.5 * low_res, 4), detail, atol=1e-6)
 
 
+def test_latents_are_unbounded_so_enforce_keeps_their_detail_without_clipping():
+    sample, low_res = 3.0 * _video(seed=1), 4.0 * downsample(_video(seed=0), 4)
+    kept = enforce(_condition(low_res_factor=4), sample, None, None, low_res, bounded=False)
+    np.testing.assert_allclose(downsample(kept, 4), low_res, atol=1e-5)
+    np.testing.assert_allclose(kept - upsample(low_res, 4), sample - upsample(downsample(sample, 4), 4), atol=1e-5)
+    assert float(jnp.abs(kept).max()) > 2.0
+
+
 @pytest.mark.parametrize("mode", ["bad", "random"])
 def test_frame_mask_refuses_what_is_not_a_single_mode(mode):
     with pytest.raises(ValueError, match="not one of"):

@@ -31,6 +31,8 @@ from pyoco_jax.data.latents import LatentShardSource, read_index
 from pyoco_jax.data.loader import Loader
 from pyoco_jax.data.video_io import read_video
 from pyoco_jax.prepare import check_config, clip_draws, prepare
+from pyoco_jax.sample.cascade import hand_over, interpolate
+from pyoco_jax.sample.run_sampler import load_run_sampler
 from tests.data.videos import coded_frames, write_mp4
 from tests.models.clip_testing import TINY_TEXT_ENCODER, save_clip_model, save_text_encoder, save_vocab
 from tests.models.vae_testing import save_tiny_vae
@@ -152,6 +154,46 @@ def test_convert_prepare_train_and_sample_text_to_video(tmp_path):
     frames, _ = read_video(out)
     side = LATENT_SIDE * VAE_FACTOR
     assert frames.shape[0] == FRAMES and frames.shape[1] >= side and frames.shape[2] >= 2 * side
+    _latent_interpolation(tmp_path, workdir, overrides[:4])  # The same cache, VAE, text encoder and U-Net.
+
+
+LATENT_STAGE = (  # MagicVideo's latent frame interpolation: 2 keyframes' latents -> 4 frames (k = 3).
+    "condition.frames=random",  # Also image-to-video and extension, from one model.
+    "condition.interpolation_factor=3",
+    "condition.given_frames=1",
+    "condition.augment_sigma_max=0.2",
+    "condition.sample_augment_sigma=0.05",
+    "model.condition_channels=5",
+    "model.condition_augmentation=True",
+    "train.num_steps=2",
+    "train.checkpoint_every=2",
+)
+
+
+def _latent_interpolation(tmp_path, base_dir, sources: list[str]):
+    """A latent interpolation stage keeps the keyframes' latents exactly, in process and through the CLI cascade."""
+    stage_dir = tmp_path / "interpolation"
+    command = [sys.executable, "-m", "pyoco_jax.cli.train", f"--config={CONFIG}", f"--workdir={stage_dir}"]
+    command += [f"--config.{o}" for o in (*sources, *LATENT_STAGE)]
+    result = subprocess.run(command, env=single_device_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    base, stage = load_run_sampler(str(base_dir), num_steps=2), load_run_sampler(str(stage_dir), num_steps=2)
+    latents, _ = base.sample(2, seed=0, prompts=CAPTIONS[:1], pixels=False)
+    filled = interpolate(stage, hand_over(base, stage, latents), None, 1, CAPTIONS[:1])
+    assert filled.shape == (2, (FRAMES - 1) * 3 + 1, LATENT_SIDE, LATENT_SIDE, 4)
+    np.testing.assert_array_equal(filled[:, ::3], latents)
+
+    out = tmp_path / "interpolated.mp4"
+    sample = [sys.executable, "-m", "pyoco_jax.cli.sample", f"--workdir={base_dir}", f"--cascade={stage_dir}"]
+    result = subprocess.run(
+        [*sample, "--num=1", "--steps=2", f"--prompt={CAPTIONS[0]}", f"--out={out}"],
+        env=single_device_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert len(read_video(tmp_path / "interpolated.stage0.mp4")[0]) == FRAMES
+    assert len(read_video(out)[0]) == (FRAMES - 1) * 3 + 1
 
 
 NATIVE_FPS, LONG, SHORT = 8, 32, 10  # A 10-frame video has no 4-frame clip at stride 4 (it spans 13 frames).

@@ -5,8 +5,9 @@ whatever mesh trained it). Text-to-video models take `--prompt` (classifier-free
 empty prompt) and decode their latents through the VideoVAE (`vae.video_decoder`) or the image VAE.
 `--cascade STAGE_DIR` (repeatable) runs the base's clips through cascade stages in order (temporal
 interpolation, super-resolution: `pyoco_jax.sample.cascade`) and writes the last stage's clips; each
-stage's own output goes next to --out as <name>.stage<N>.mp4. A conditioned run sampled on its own is
-given real clips of its data.
+stage's own output goes next to --out as <name>.stage<N>.mp4. `--given FILE` (an image or a video) gives
+a conditioned run the user's frames (`pyoco_jax.sample.given`: image-to-video, extension, or an interpolation
+or super-resolution stage on the user's clip); without it a conditioned run is given real clips of its data.
 """
 
 import numpy as np
@@ -28,6 +29,12 @@ _OUT = flags.DEFINE_string(
 )
 _CASCADE = flags.DEFINE_multi_string(
     "cascade", [], "Run directory of a cascade stage (interpolation or super-resolution) after --workdir; repeat."
+)
+_GIVEN = flags.DEFINE_string(
+    "given",
+    None,
+    "Image or video whose frames a conditioned --workdir run starts from (first/last frames, "
+    "keyframes, or a low-res clip, as its condition section says; override it with --config.condition.frames).",
 )
 _SHAPE_ACCURACY = flags.DEFINE_bool(
     "shape_accuracy",
@@ -53,15 +60,23 @@ def main() -> None:
     num = len(prompts) if len(prompts) > 1 else _NUM.value
     labels = None if _LABEL.value is None else np.full((num,), _LABEL.value, np.int32)
     out = absolute(_OUT.value)
-    if _CASCADE.value:
-        from pyoco_jax.sample.cascade import run_cascade
+    if _GIVEN.value or _CASCADE.value:
+        from pyoco_jax.sample.cascade import continue_cascade
+        from pyoco_jax.sample.given import sample_given
 
+        if _GIVEN.value:
+            start, labels = sample_given(run, _GIVEN.value, num=num, seed=_SEED.value, labels=labels, prompts=prompts)
+        else:
+            start, inputs = run.sample(num, seed=_SEED.value, labels=labels, prompts=prompts, pixels=False)
+            labels = inputs["labels"]
         stages = [load_run_sampler(absolute(d), ema=_EMA.value, num_steps=_STEPS.value) for d in _CASCADE.value]
-        outputs, labels = run_cascade(run, stages, num=num, seed=_SEED.value, labels=labels)
+        outputs = [run.to_pixels(start)]
+        outputs += continue_cascade(run, start, stages, seed=_SEED.value, labels=labels, prompts=prompts)
         stem, suffix = out.rsplit(".", 1)
         for index, stage_videos in enumerate(outputs[:-1]):
             write_videos(stage_videos, f"{stem}.stage{index}.{suffix}", config.sample.fps)
-        videos, inputs, config = outputs[-1], {"labels": labels}, stages[-1].config
+        videos, inputs = outputs[-1], {"labels": labels}
+        config = stages[-1].config if stages else config
     else:
         videos, inputs = run.sample(
             num, seed=_SEED.value, labels=labels, prompts=prompts, guidance_scale=_GUIDANCE.value

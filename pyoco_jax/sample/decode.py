@@ -1,4 +1,6 @@
-"""Sampled latents -> pixels: the fine-tuned VideoVAE (`vae.video_decoder`) or the image VAE frame by frame."""
+"""Between a latent model's space and pixels: sampled latents decode through the fine-tuned VideoVAE
+(`vae.video_decoder`) or the image VAE frame by frame; given pixels (image-to-video, a cascade stage after a
+pixel one) encode to the posterior mean, as `pyoco-prepare` caches them."""
 
 from collections.abc import Callable
 
@@ -16,14 +18,20 @@ def is_latent(config: ml_collections.ConfigDict) -> bool:
     return config.data.source == "latents" or bool(config.vae.video_decoder)
 
 
+def latent_decoder(config: ml_collections.ConfigDict) -> Callable[[jax.Array], jax.Array] | None:
+    """`make_latent_decoder` for a latent model, None for a pixel one (what `sample_videos` takes as `decode`)."""
+    return make_latent_decoder(config) if is_latent(config) else None
+
+
+def _image_vae(config: ml_collections.ConfigDict, purpose: str):
+    if not config.vae.path:
+        raise ConfigError(f"config key 'vae.path' is empty: {purpose} needs the VAE; set it to the run's VAE folder")
+    return load_vae(config.vae.path, dtype=config.vae.dtype, allow_pickle=config.vae.allow_pickle)
+
+
 def make_latent_decoder(config: ml_collections.ConfigDict) -> Callable[[jax.Array], jax.Array]:
     """Scaled latents (B, F, h, w, c) -> pixels in [-1, 1], jitted: VideoVAE if configured, else per-frame VAE."""
-    if not config.vae.path:
-        raise ConfigError(
-            "config key 'vae.path' is empty: decoding latents needs the VAE (its scaling factor and, "
-            "without vae.video_decoder, its decoder)"
-        )
-    vae = load_vae(config.vae.path, dtype=config.vae.dtype, allow_pickle=config.vae.allow_pickle)
+    vae = _image_vae(config, "decoding latents (its scaling factor and, without vae.video_decoder, its decoder)")
     vae_config = vae.config
     video_decoder = bool(config.vae.video_decoder)
     decoder = load_video_vae(config.vae.video_decoder, dtype=config.vae.dtype) if video_decoder else vae
@@ -36,3 +44,17 @@ def make_latent_decoder(config: ml_collections.ConfigDict) -> Callable[[jax.Arra
         return model(z) if video_decoder else model.decode_video(z)
 
     return decode
+
+
+def make_latent_encoder(config: ml_collections.ConfigDict) -> tuple[Callable[[jax.Array], jax.Array], int]:
+    """(pixels (B, F, H, W, C) in [-1, 1] -> scaled latents, jitted: each frame's posterior mean; the VAE's
+    downsampling factor, pixels per latent along a side)."""
+    vae = _image_vae(config, "encoding given frames")
+    vae_config = vae.config
+    graphdef, state = nnx.split(vae)
+
+    @jax.jit
+    def encode(video: jax.Array) -> jax.Array:
+        return vae_config.scale_latents(nnx.merge(graphdef, state).encode_video(video).mean)
+
+    return encode, vae_config.downsampling_factor

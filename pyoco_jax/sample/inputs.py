@@ -12,7 +12,6 @@ import numpy as np
 
 from pyoco_jax.conditioning import downsample, frame_mask, is_conditioned
 from pyoco_jax.data.loader import make_source
-from pyoco_jax.sample.decode import is_latent, make_latent_decoder
 from pyoco_jax.sample.text import encode_text
 from pyoco_jax.video_range import video_to_model_range
 
@@ -77,19 +76,18 @@ def sampling_inputs(
     null_context: np.ndarray | None = None,
     condition_clips: np.ndarray | None = None,
 ) -> dict:
-    """`sample_videos` keyword arguments (labels, context, null_context, decode) for `num` videos.
+    """`sample_videos` keyword arguments (labels, context, null_context, condition) for `num` videos.
 
     `labels`: class per video (default: cycle through the classes). `prompts`: cycled over the videos
     of a text model ("" or none: unconditional); ignored by models without text. `null_context`: the
-    empty prompt's embedding when the caller has it (else the text encoder computes it). Latent models
-    get the VAE decoder; conditioned models `condition_clips` to start from (default: real clips of the
-    data, and their labels unless `labels` are given).
+    empty prompt's embedding when the caller has it (else the text encoder computes it). Conditioned
+    models get `condition_clips` to start from (default: real clips of the data, and their labels unless
+    `labels` are given).
     """
     inputs = {
         "labels": default_labels(config, num) if labels is None else labels,
         "context": None,
         "null_context": None,
-        "decode": make_latent_decoder(config) if is_latent(config) else None,
     }
     if config.model.cross_attention_dim:
         inputs["context"], inputs["null_context"] = _text_context(config, num, list(prompts), null_context)

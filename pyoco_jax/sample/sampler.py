@@ -15,6 +15,7 @@ from flax import nnx
 
 from pyoco_jax.conditioning import augmentation_level, build_condition, enforce, is_conditioned
 from pyoco_jax.diffusion import classifier_free_guidance
+from pyoco_jax.sample.decode import is_latent
 from pyoco_jax.video_range import to_uint8
 
 
@@ -87,23 +88,39 @@ def sample_videos(
     frozen: nnx.State,
     config: ml_collections.ConfigDict,
     *,
+    decode: Callable[[jax.Array], jax.Array] | None = None,
+    **inputs,
+) -> np.ndarray:
+    """uint8 (num, F, H, W, C) videos from fixed seeds; `sample.inputs.sampling_inputs` gives the keyword arguments.
+
+    `decode` maps sampled latents to pixels in [-1, 1] for latent models; the rest go to `sample_model_space`.
+    """
+    videos = sample_model_space(sampler, params, frozen, config, **inputs)
+    return to_uint8(videos if decode is None else decode(videos))
+
+
+def sample_model_space(
+    sampler,
+    params: nnx.State,
+    frozen: nnx.State,
+    config: ml_collections.ConfigDict,
+    *,
     seed: int,
     num: int,
     labels: np.ndarray | None = None,
     guidance_scale: float | None = None,
     context: np.ndarray | None = None,
     null_context: np.ndarray | None = None,
-    decode: Callable[[jax.Array], jax.Array] | None = None,
     given: np.ndarray | None = None,
     mask: np.ndarray | None = None,
     low_res: np.ndarray | None = None,
-) -> np.ndarray:
-    """uint8 (num, F, H, W, C) videos from fixed seeds; `sample.inputs.sampling_inputs` gives the keyword arguments.
+) -> jax.Array:
+    """Float videos in the model's space (latents, or pixels in [-1, 1]) from fixed seeds.
 
     `labels`: class per video (None: the null label); `context`/`null_context`: text embeddings (num, T, D)
-    and the empty prompt's (T, D); `decode` maps sampled latents to pixels in [-1, 1] for latent models.
-    A conditioned model (`pyoco_jax.conditioning`) takes `given` frames (num, F, H, W, C) in the model's range
-    with their `mask` (num, F) and/or a `low_res` clip; the samples keep them (`conditioning.enforce`).
+    and the empty prompt's (T, D). A conditioned model (`pyoco_jax.conditioning`) takes `given` frames
+    (num, F, H, W, C) in the model's space with their `mask` (num, F) and/or a `low_res` clip; the samples
+    keep them (`conditioning.enforce`), so a cascade can hand latents from stage to stage.
     """
     fps = jnp.full((num,), config.data.fps, jnp.float32) if config.model.fps_conditioning else None
     guidance = config.sample.guidance_scale if guidance_scale is None else guidance_scale
@@ -136,5 +153,5 @@ def sample_videos(
         guidance_scale=float(guidance),
     )
     if condition is not None:
-        videos = enforce(config.condition, videos, given, mask, low_res)
-    return to_uint8(videos if decode is None else decode(videos))
+        videos = enforce(config.condition, videos, given, mask, low_res, bounded=not is_latent(config))
+    return videos

@@ -11,6 +11,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from pyoco_jax.evaluate.run_eval import Evaluator
+from pyoco_jax.sample.decode import latent_decoder
 from pyoco_jax.sample.inputs import sampling_inputs
 from pyoco_jax.sample.sampler import sample_videos
 
@@ -37,12 +38,15 @@ def make_in_loop_eval(
         mesh=mesh,
     )
     inputs = sampling_inputs(config, batch, prompts=config.sample.prompts, null_context=null_context)
+    decode = latent_decoder(config)
 
     def evaluate(state) -> dict[str, float]:
         begin = time.perf_counter()
 
         def draw(num: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-            videos = sample_videos(sampler, state.ema, state.frozen, config, seed=seed, num=num, **inputs)
+            videos = sample_videos(
+                sampler, state.ema, state.frozen, config, seed=seed, num=num, decode=decode, **inputs
+            )
             return videos, inputs["labels"]
 
         results = evaluator(draw)

@@ -15,6 +15,7 @@ from pyoco_jax import distributed, parallel
 from pyoco_jax.data.loader import make_loader, make_source
 from pyoco_jax.errors import UserError
 from pyoco_jax.evaluate.run_eval import write_results
+from pyoco_jax.sample.decode import latent_decoder
 from pyoco_jax.sample.inputs import sampling_inputs
 from pyoco_jax.sample.output import write_videos
 from pyoco_jax.sample.sampler import make_sampler, sample_videos
@@ -85,9 +86,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
     num_samples = config.sample.num_samples
     inputs = sampling_inputs(config, num_samples, prompts=config.sample.prompts, null_context=null_context)
+    decode = latent_decoder(config)
 
     def sample(at_step: int) -> None:
-        videos = sample_videos(sampler, state.ema, state.frozen, config, seed=config.seed, num=num_samples, **inputs)
+        videos = sample_videos(
+            sampler, state.ema, state.frozen, config, seed=config.seed, num=num_samples, decode=decode, **inputs
+        )
         if is_main:
             paths = write_videos(videos, f"{workdir}/samples/step_{at_step:07d}.mp4", config.sample.fps)
             logger.video_grid(at_step, "samples", videos)
