@@ -53,13 +53,11 @@ def main() -> None:
     run = load_run_sampler(
         absolute(_WORKDIR.value), _STEP.value, ema=_EMA.value, overrides=config_overrides(), num_steps=_STEPS.value
     )
-    config = run.config
     if _SHAPE_ACCURACY.value:
-        check_shape_model(config)
+        check_shape_model(run.config)
     prompts = list(_PROMPT.value)
     num = len(prompts) if len(prompts) > 1 else _NUM.value
     labels = None if _LABEL.value is None else np.full((num,), _LABEL.value, np.int32)
-    out = absolute(_OUT.value)
     if _GIVEN.value or _CASCADE.value:
         from pyoco_jax.sample.cascade import continue_cascade
         from pyoco_jax.sample.given import sample_given
@@ -72,20 +70,23 @@ def main() -> None:
         stages = [load_run_sampler(absolute(d), ema=_EMA.value, num_steps=_STEPS.value) for d in _CASCADE.value]
         outputs = [run.to_pixels(start)]
         outputs += continue_cascade(run, start, stages, seed=_SEED.value, labels=labels, prompts=prompts)
-        stem, suffix = out.rsplit(".", 1)
-        for index, stage_videos in enumerate(outputs[:-1]):
-            write_videos(stage_videos, f"{stem}.stage{index}.{suffix}", config.sample.fps)
-        videos, inputs = outputs[-1], {"labels": labels}
-        config = stages[-1].config if stages else config
+        shown = list(zip([run, *stages], outputs, strict=True))
     else:
         videos, inputs = run.sample(
             num, seed=_SEED.value, labels=labels, prompts=prompts, guidance_scale=_GUIDANCE.value
         )
-    paths = write_videos(videos, out, config.sample.fps)
-    logging.info("Sampled %d videos from step %d: %s", num, run.step, ", ".join(map(str, paths)))
-    if _SHAPE_ACCURACY.value:
-        metrics = shape_metrics(config, videos, inputs["labels"])
-        print(format_shape_metrics(metrics, num, config.model.num_classes))
+        shown, labels = [(run, videos)], inputs["labels"]
+    out = absolute(_OUT.value)
+    stem, suffix = out.rsplit(".", 1)
+    for index, (stage, videos) in enumerate(shown):
+        path = out if index == len(shown) - 1 else f"{stem}.stage{index}.{suffix}"
+        paths = write_videos(videos, path, stage.config.sample.fps)
+        logging.info("Sampled %d videos from step %d: %s", num, stage.step, ", ".join(map(str, paths)))
+        if _SHAPE_ACCURACY.value:
+            metrics = shape_metrics(stage.config, videos, labels)
+            if len(shown) > 1:
+                print(f"stage {index}, {videos.shape[1]} frames at {videos.shape[2]}x{videos.shape[3]}:")
+            print(format_shape_metrics(metrics, num, stage.config.model.num_classes))
 
 
 def run() -> None:

@@ -5,6 +5,7 @@ import numpy as np
 
 from pyoco_jax.data.loader import make_source
 from pyoco_jax.errors import UserError
+from pyoco_jax.evaluate.binomial import wilson_interval
 from pyoco_jax.evaluate.colour_drift import colour_drift
 from pyoco_jax.evaluate.shape_accuracy import ShapeClassifier, shape_accuracy, train_shape_classifier
 
@@ -43,9 +44,11 @@ def shape_metrics(
 
 
 def format_shape_metrics(metrics: dict[str, float], num_clips: int, num_classes: int) -> str:
+    low, high = wilson_interval(round(metrics["shape_accuracy"] * num_clips), num_clips)
     return (
         f"shape accuracy: {metrics['shape_accuracy']:.1%} of {num_clips} clips show the requested shape (chance "
-        f"{1 / num_classes:.0%}; the classifier scores {metrics['classifier_accuracy']:.1%} on real frames)\n"
+        f"{1 / num_classes:.0%}; 95% Wilson interval {low:.1%}-{high:.1%}; the classifier scores "
+        f"{metrics['classifier_accuracy']:.1%} on real frames)\n"
         f"colour drift: {metrics['colour_drift']:.3f} (mean RGB distance of a frame's shape colour from its clip's "
         f"average; real clips {metrics['real_colour_drift']:.3f})"
     )
