@@ -25,7 +25,10 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _EMA = flags.DEFINE_bool("ema", True, "Sample with the EMA params (else the raw trained params).")
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "Text prompt (text-to-video models); repeat for one video each.")
 _OUT = flags.DEFINE_string(
-    "out", None, "Output .mp4, local or gs:// (a .gif of the same grid is written next to it).", required=True
+    "out",
+    None,
+    "Output .mp4, local or gs:// (a .gif of the same grid and a .png sheet of every frame go next to it).",
+    required=True,
 )
 _CASCADE = flags.DEFINE_multi_string(
     "cascade", [], "Run directory of a cascade stage (interpolation or super-resolution) after --workdir; repeat."
@@ -47,7 +50,7 @@ _SHAPE_ACCURACY = flags.DEFINE_bool(
 def main() -> None:
     """Overrides (`--config.vae.path=DIR`, e.g. for moved files) apply to the checkpoint's config."""
     from pyoco_jax.evaluate.shape_report import check_shape_model, format_shape_metrics, shape_metrics
-    from pyoco_jax.sample.output import write_videos
+    from pyoco_jax.sample.output import write_frame_sheet, write_videos
     from pyoco_jax.sample.run_sampler import load_run_sampler
 
     run = load_run_sampler(
@@ -81,6 +84,7 @@ def main() -> None:
     for index, (stage, videos) in enumerate(shown):
         path = out if index == len(shown) - 1 else f"{stem}.stage{index}.{suffix}"
         paths = write_videos(videos, path, stage.config.sample.fps)
+        paths.append(write_frame_sheet(videos, paths[0].with_suffix(".png")))
         logging.info("Sampled %d videos from step %d: %s", num, stage.step, ", ".join(map(str, paths)))
         if _SHAPE_ACCURACY.value:
             metrics = shape_metrics(stage.config, videos, labels)
