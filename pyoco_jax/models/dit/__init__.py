@@ -1,0 +1,6 @@
+"""Wan-class video diffusion transformers (DiT): the model, its config, the published Wan 2.1 sizes."""
+
+from pyoco_jax.models.dit.config import WAN21_1_3B, WAN21_14B, WanConfig
+from pyoco_jax.models.dit.transformer import WanTransformer
+
+__all__ = ["WAN21_14B", "WAN21_1_3B", "WanConfig", "WanTransformer"]
