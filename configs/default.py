@@ -63,7 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- Diffusion formulation. ----
     c.diffusion = ml_collections.ConfigDict()
-    c.diffusion.formulation = "edm"  # edm (Karras et al.; PYoCo) | ddpm (latent diffusion; MagicVideo)
+    c.diffusion.formulation = "edm"  # edm (Karras et al.; PYoCo) | ddpm (latent diffusion; MagicVideo) | flow (SD3/Wan)
     c.diffusion.edm = ml_collections.ConfigDict()
     c.diffusion.edm.sigma_data = 0.5
     c.diffusion.edm.p_mean = -1.2  # log-normal training sigma: ln(sigma) ~ N(p_mean, p_std^2)
@@ -85,6 +85,19 @@ def get_config() -> ml_collections.ConfigDict:
     c.diffusion.ddpm.prediction = "epsilon"  # epsilon | v | x0
     c.diffusion.ddpm.zero_terminal_snr = False  # Rescale betas so the last step has SNR 0.
     c.diffusion.ddpm.min_snr_gamma = 0.0  # Min-SNR loss weighting (0: off; 5 is common).
+    # Flow matching (rectified flow): x_t = (1 - t) x0 + t noise, the network predicts the velocity noise - x0.
+    c.diffusion.flow = ml_collections.ConfigDict()
+    c.diffusion.flow.time_sampling = "logit_normal"  # Training t: uniform | logit_normal (SD3: sigmoid of a normal)
+    c.diffusion.flow.logit_mean = 0.0  # logit_normal: t = sigmoid(logit_mean + logit_std * N(0, 1))
+    c.diffusion.flow.logit_std = 1.0
+    c.diffusion.flow.shift = 1.0  # Training t -> shift t / (1 + (shift - 1) t): > 1 trains noisier (SD3: 3).
+    c.diffusion.flow.loss_weighting = "none"  # none | cosmap (SD3's CosMap density 2 / (pi (1 - 2t + 2t^2)))
+    c.diffusion.flow.timestep_scale = 1000.0  # The network's time input is t * timestep_scale (diffusers, Wan: 1000).
+    # Sampling times: euler: diffusers' FlowMatchEulerDiscreteScheduler (SD3) | unipc: its UniPCMultistepScheduler
+    # with use_flow_sigmas (Wan 2.1). Both start at t = 1 (run as 1 - 1e-6) and end at 0.
+    c.diffusion.flow.grid = "euler"
+    c.diffusion.flow.num_train_timesteps = 1000  # The grid's smallest time before shifting is 1 / this (diffusers').
+    c.diffusion.flow.sample_shift = -1.0  # Shift of the sampling times (Wan 2.1: 3 at 480p, 5 at 720p; -1: shift).
 
     # ---- Model: the video U-Net (2D part mirrors diffusers' UNet2DConditionModel). ----
     c.model = ml_collections.ConfigDict()
@@ -162,7 +175,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- Sampling. ----
     c.sample = ml_collections.ConfigDict()
-    c.sample.sampler = "heun"  # heun | euler (EDM) | ddim | dpmpp_2m
+    c.sample.sampler = "heun"  # heun | euler (EDM) | ddim | dpmpp_2m | unipc (order 2, as Wan 2.1 samples)
     c.sample.num_steps = 32
     c.sample.num_samples = 4
     c.sample.guidance_scale = 1.0  # Classifier-free guidance (1: off).

@@ -15,7 +15,7 @@ from pyoco_jax.data.clip_sampling import CROPS, TEMPORAL_SAMPLINGS
 from pyoco_jax.data.loader import SOURCES
 from pyoco_jax.data.synthetic import BACKGROUNDS, check_shape_size
 from pyoco_jax.data.video_sources import UCF101_SPLITS
-from pyoco_jax.diffusion import FORMULATIONS, PREDICTIONS, SAMPLERS
+from pyoco_jax.diffusion import FLOW_GRIDS, FORMULATIONS, LOSS_WEIGHTINGS, PREDICTIONS, SAMPLERS, TIME_SAMPLINGS
 from pyoco_jax.diffusion import check_config as check_diffusion
 from pyoco_jax.diffusion.schedules import DDPM_SCHEDULES
 from pyoco_jax.errors import ConfigError, UserError
@@ -41,6 +41,9 @@ CHOICES = {
     "diffusion.formulation": FORMULATIONS,
     "diffusion.ddpm.schedule": DDPM_SCHEDULES,
     "diffusion.ddpm.prediction": PREDICTIONS,
+    "diffusion.flow.time_sampling": TIME_SAMPLINGS,
+    "diffusion.flow.loss_weighting": LOSS_WEIGHTINGS,
+    "diffusion.flow.grid": FLOW_GRIDS,
     "model.dtype": COMPUTE_DTYPES,
     "model.param_dtype": PARAM_DTYPES,
     "model.remat": REMAT_MODES,
@@ -74,6 +77,10 @@ POSITIVE = (
     "diffusion.ddpm.num_train_timesteps",
     "diffusion.ddpm.beta_start",
     "diffusion.ddpm.beta_end",
+    "diffusion.flow.logit_std",
+    "diffusion.flow.shift",
+    "diffusion.flow.timestep_scale",
+    "diffusion.flow.num_train_timesteps",
     "model.in_channels",
     "model.out_channels",
     "model.block_out_channels",
@@ -194,6 +201,12 @@ def check_combinations(config: ml_collections.ConfigDict) -> None:
         f"must be >= 0, or -1 for noise.alpha; got {noise.sample_alpha}",
     )
     require(edm.sigma_min < edm.sigma_max, "diffusion.edm.sigma_min", f"must be below sigma_max {edm.sigma_max}")
+    sample_shift = config.diffusion.flow.sample_shift
+    require(
+        sample_shift > 0 or sample_shift == -1,
+        "diffusion.flow.sample_shift",
+        f"must be > 0, or -1 for diffusion.flow.shift; got {sample_shift}",
+    )
     ddpm = config.diffusion.ddpm
     require(ddpm.beta_start < ddpm.beta_end, "diffusion.ddpm.beta_start", f"must be below beta_end {ddpm.beta_end}")
     require(config.sample.s_tmin <= config.sample.s_tmax, "sample.s_tmin", "must be <= sample.s_tmax")

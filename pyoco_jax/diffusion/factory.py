@@ -4,17 +4,18 @@ import ml_collections
 
 from pyoco_jax.diffusion.ddpm import DDPM
 from pyoco_jax.diffusion.edm import EDM
+from pyoco_jax.diffusion.flow import FlowMatching
 from pyoco_jax.diffusion.formulation import Formulation
 from pyoco_jax.diffusion.vp_bridge import BRIDGED_PREDICTIONS, BridgedEDM, VPSchedule
 
-FORMULATIONS = ("edm", "ddpm")
+FORMULATIONS = ("edm", "ddpm", "flow")
 PRETRAINED_PREDICTIONS = ("", "edm", *BRIDGED_PREDICTIONS)
 """diffusion.edm.pretrained_prediction: "" (no pretrained network), "edm" (one trained with EDM's
 preconditioning) or the prediction of a DDPM-trained one, bridged by `vp_bridge`."""
 
 
 def make_formulation(config: ml_collections.ConfigDict) -> Formulation:
-    """EDM (bridged to a pretrained DDPM network if so configured) or DDPM from `config.diffusion` (the section)."""
+    """EDM (bridged to a pretrained DDPM network if so configured), DDPM or flow matching from `config.diffusion`."""
     if config.formulation == "edm":
         options = config.edm.to_dict()  # Config keys are the constructors' arguments.
         prediction = options.pop("pretrained_prediction", "")
@@ -23,6 +24,8 @@ def make_formulation(config: ml_collections.ConfigDict) -> Formulation:
         return BridgedEDM(**options, prediction=prediction, schedule=VPSchedule.from_config(config.ddpm))
     if config.formulation == "ddpm":
         return DDPM(**config.ddpm.to_dict())
+    if config.formulation == "flow":
+        return FlowMatching(**config.flow.to_dict())
     raise ValueError(f"formulation {config.formulation!r} is not one of {FORMULATIONS}; set diffusion.formulation.")
 
 
@@ -38,6 +41,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"config key 'diffusion.edm.pretrained_prediction': {prediction!r} is not one of {PRETRAINED_PREDICTIONS}"
         )
+    if diffusion.formulation == "flow":
+        make_formulation(diffusion)  # Refuses bad diffusion.flow options, naming the key.
     if diffusion.formulation != "edm":
         return
     if config.train.init_from and not prediction:

@@ -10,6 +10,7 @@ noise, so any sampler runs with any formulation.
 import abc
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,9 @@ def mean_per_example(values: jax.Array) -> jax.Array:
 
 class Formulation(abc.ABC):
     """A diffusion formulation: training loss and sampling over a VE-coordinate denoiser."""
+
+    ode_time: ClassVar[str] = "sigma"
+    """The time Heun's sampler integrates in (`samplers.ODE_TIMES`): the one the formulation's paths are straight in."""
 
     @abc.abstractmethod
     def denoise(self, model_fn: ModelFn, x: jax.Array, sigma: jax.Array) -> jax.Array:
@@ -102,6 +106,7 @@ class Formulation(abc.ABC):
         s_tmin: float = 0.0,
         s_tmax: float = math.inf,
         s_noise: float = 1.0,
+        unipc_order: int = 2,
         frame_axis: int = 1,
     ) -> jax.Array:
         """Draws float32 samples of `shape` with `sampler` in `num_steps` steps; jit-able as a whole.
@@ -132,4 +137,6 @@ class Formulation(abc.ABC):
             s_tmin=s_tmin,
             s_tmax=s_tmax,
             s_noise=s_noise,
+            unipc_order=unipc_order,
+            ode_time=self.ode_time,
         )

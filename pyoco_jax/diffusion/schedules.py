@@ -75,3 +75,33 @@ def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float
     inv_rho = 1.0 / rho
     sigmas = (sigma_max**inv_rho + ramp * (sigma_min**inv_rho - sigma_max**inv_rho)) ** rho
     return np.append(sigmas, 0.0)
+
+
+FLOW_GRIDS = ("euler", "unipc")
+
+
+def shift_flow_time(t, shift: float):
+    """t -> shift t / (1 + (shift - 1) t) (SD3's timestep shift): shift > 1 moves times toward the noise end t = 1.
+
+    Works on floats, NumPy and JAX arrays alike; t = 0 and t = 1 stay fixed.
+    """
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def flow_times(num_steps: int, shift: float, num_train_timesteps: int, grid: str) -> np.ndarray:
+    """num_steps decreasing flow times from t = 1, shifted, then a final 0: diffusers' sampling grids.
+
+    euler: FlowMatchEulerDiscreteScheduler (SD3): num_steps times evenly spaced from 1 to
+    shift(1/T), then shifted, so the last non-zero time is shifted twice, as there.
+    unipc: UniPCMultistepScheduler with use_flow_sigmas (Wan 2.1): the first num_steps of
+    num_steps + 1 times evenly spaced from 1 to 1/T, then shifted.
+    """
+    if num_steps < 1:
+        raise ValueError(f"sample.num_steps must be >= 1, got {num_steps}")
+    if grid == "euler":
+        times = np.linspace(1.0, shift_flow_time(1.0 / num_train_timesteps, shift), num_steps)
+    elif grid == "unipc":
+        times = np.linspace(1.0, 1.0 / num_train_timesteps, num_steps + 1)[:-1]
+    else:
+        raise ValueError(f"flow grid {grid!r} is not one of {FLOW_GRIDS}; set diffusion.flow.grid.")
+    return np.append(shift_flow_time(times, shift), 0.0)

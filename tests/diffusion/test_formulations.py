@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pyoco_jax.configs import default
 
-from pyoco_jax.diffusion import DDPM, EDM, classifier_free_guidance, make_formulation
+from pyoco_jax.diffusion import DDPM, EDM, FlowMatching, classifier_free_guidance, make_formulation
 from pyoco_jax.noise import frame_correlation
 
 SIGMAS = np.array([0.002, 0.05, 0.5, 1.0, 7.0, 80.0], np.float32)
@@ -127,8 +127,12 @@ def test_min_snr_weight_finite_at_zero_terminal_snr():
     assert np.all(np.isfinite(weights)) and weights[-1] == 1.0
 
 
+def _formulation(name):
+    return {"edm": EDM, "ddpm": lambda: DDPM(prediction="v"), "flow": FlowMatching}[name]()
+
+
 @pytest.mark.parametrize("prior,alpha", [("iid", 0.0), ("mixed", 1.0), ("progressive", 2.0)])
-@pytest.mark.parametrize("formulation", ["edm", "ddpm"])
+@pytest.mark.parametrize("formulation", ["edm", "ddpm", "flow"])
 def test_loss_noise_follows_the_prior(formulation, prior, alpha):
     """With x0 = 0 the model input is a per-example multiple of the noise: its frame correlation is the prior's."""
     seen = []
@@ -139,23 +143,25 @@ def test_loss_noise_follows_the_prior(formulation, prior, alpha):
 
     num_frames = 5
     x0 = jnp.zeros((512, num_frames, 3, 3, 1))
-    form = EDM() if formulation == "edm" else DDPM(prediction="v")
+    form = _formulation(formulation)
     form.loss(recorder, x0, jax.random.split(jax.random.key(5), x0.shape[0]), prior=prior, alpha=alpha)
     x_in, t = (np.asarray(a, np.float64) for a in seen[0])
     if formulation == "edm":  # x_in = c_in sigma noise, sigma = exp(4 c_noise)
         sigma = np.exp(4 * t)
         scale = sigma / np.sqrt(sigma**2 + form.sigma_data**2)
-    else:  # x_t = sqrt(1 - abar_t) noise
+    elif formulation == "ddpm":  # x_t = sqrt(1 - abar_t) noise
         scale = np.sqrt(1 - form.alphas_cumprod[t.astype(int)])
+    else:  # x_t = t noise, the network's time 1000 t
+        scale = t / form.timestep_scale
     noise = x_in / scale.reshape(B)
     assert abs(noise.std() - 1) < 0.05
     frames = np.moveaxis(noise, 1, 0).reshape(num_frames, -1)
     np.testing.assert_allclose(np.corrcoef(frames), frame_correlation(prior, alpha, num_frames), atol=0.05)
 
 
-@pytest.mark.parametrize("formulation", ["edm", "ddpm"])
+@pytest.mark.parametrize("formulation", ["edm", "ddpm", "flow"])
 def test_guidance_mixes_denoised_estimates(formulation):
-    form = EDM() if formulation == "edm" else DDPM(prediction="v")
+    form = _formulation(formulation)
     cond = lambda x, t: jnp.sin(x) + 0.1 * t.reshape(B)
     uncond = lambda x, t: 0.5 * x
     x = jax.random.normal(jax.random.key(6), (3, 2, 2, 2, 2)) * 3
@@ -183,6 +189,10 @@ def test_make_formulation_from_config():
     ddpm = make_formulation(config)
     assert isinstance(ddpm, DDPM) and ddpm.prediction == "v"
     config.formulation = "flow"
+    config.flow.sample_shift = 5.0
+    flow = make_formulation(config)
+    assert isinstance(flow, FlowMatching) and flow.sampling_shift == 5.0 and flow.shift == config.flow.shift
+    config.formulation = "consistency"
     with pytest.raises(ValueError, match="diffusion.formulation"):
         make_formulation(config)
 

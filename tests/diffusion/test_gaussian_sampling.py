@@ -23,7 +23,7 @@ sqrt(S_ii / N) and the whitened covariance S^{-1/2} S_hat S^{-1/2} - I has entri
 of standard deviation <= sqrt(2 / N) ~ 0.016; we allow 5 standard errors for the
 mean and 0.08 for the whitened covariance (Monte-Carlo error plus discretisation;
 step counts are chosen so the measured error is <= ~0.06: 64 for the second-order
-samplers, ~512 for the first-order ones). The iid-denoiser control misses by ~0.9.
+samplers (32 for UniPC), ~512 for the first-order ones). The iid-denoiser control misses by ~0.9.
 A DDPM grid's last non-zero level is sigma(t_last) (0.12 for 64 trailing steps of
 scaled_linear), and the final jump to 0 returns E[x0 | x], which shrinks the
 smallest data direction (variance 0.044) by sigma^2 / (lam + sigma^2) ~ 25%: the
@@ -162,6 +162,8 @@ EDM_CASES = [
     ("ddim", 512, "mixed", 1.0, {"eta": 1.0}),
     ("dpmpp_2m", 64, "progressive", 2.0, {}),
     ("dpmpp_2m", 64, "mixed", 1.0, {}),
+    ("unipc", 32, "progressive", 2.0, {}),
+    ("unipc", 32, "mixed", 1.0, {"unipc_order": 3}),
 ]
 
 
@@ -178,6 +180,8 @@ DDPM_CASES = [
     ("ddim", 500, "scaled_linear", "v", True, "progressive", 2.0, {"eta": 1.0}),
     ("dpmpp_2m", 64, "linear", "v", False, "mixed", 1.0, {}),
     ("dpmpp_2m", 250, "scaled_linear", "epsilon", True, "iid", 0.0, {}),
+    ("unipc", 64, "linear", "v", False, "progressive", 2.0, {}),
+    ("unipc", 250, "scaled_linear", "epsilon", True, "mixed", 1.0, {"unipc_order": 1}),
 ]
 
 

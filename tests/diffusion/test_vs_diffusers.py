@@ -35,6 +35,7 @@ import pytest
 import torch
 
 from pyoco_jax.diffusion import DDPM, run_sampler
+from tests.diffusion.recording import recording
 
 TOL = 1e-5
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 __array__ notice inside diffusers
@@ -192,3 +193,40 @@ def test_euler_matches_diffusers(schedule, prediction, zero_snr, loose):
     )
     formulation = _ours(schedule, prediction, zero_snr)
     _check_against_reference(formulation, "euler", scheduler, reference_in_ve=True, loose=loose)
+
+
+@pytest.mark.parametrize(
+    "schedule,prediction,zero_snr,order",
+    [
+        ("scaled_linear", "epsilon", False, 2),
+        ("linear", "v", False, 3),
+        ("cosine", "x0", False, 1),
+        ("scaled_linear", "v", True, 2),
+    ],
+)
+def test_unipc_matches_diffusers(schedule, prediction, zero_snr, order):
+    """UniPC (bh2, UniC after every step but the last) against UniPCMultistepScheduler, step by step.
+
+    A run cannot be cut short here (the last step's order drops), so every state is compared where the
+    model sees it: our recorded model inputs are VP states, as diffusers' samples are.
+    """
+    scheduler = diffusers.UniPCMultistepScheduler(
+        **_scheduler_kwargs(schedule, prediction, zero_snr), solver_order=order, final_sigmas_type="zero"
+    )
+    start_vp = np.random.default_rng(1).standard_normal(SHAPE).astype(np.float32)
+    reference = [start_vp] + _run_reference(scheduler, start_vp, False, {})
+    formulation = _ours(schedule, prediction, zero_snr)
+    sigmas = formulation.sampling_sigmas(NUM_STEPS)
+    model_fn, calls = recording(_model_jax)
+    out = run_sampler(
+        "unipc",
+        lambda x, sigma: formulation.denoise(model_fn, x, sigma),
+        jnp.asarray(start_vp) * np.float32(math.sqrt(1 + sigmas[0] ** 2)),
+        sigmas,
+        key=jax.random.key(0),
+        noise_fn=None,
+        unipc_order=order,
+    )
+    ours = [x for x, _ in calls] + [np.asarray(out)]
+    errors = [float(np.max(np.abs(a - b))) for a, b in zip(ours, reference, strict=True)]
+    assert max(errors[:4]) < TOL and max(errors) < FULL_RUN_TOL, errors
