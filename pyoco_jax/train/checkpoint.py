@@ -19,6 +19,7 @@ from jax.experimental import multihost_utils
 
 from pyoco_jax.config import with_defaults
 from pyoco_jax.errors import UserError
+from pyoco_jax.paths import absolute
 
 ITEMS = ("state", "data", "config")
 DAMAGED = ".damaged"  # Suffix of a step folder that failed to restore, moved aside so its step can be saved again.
@@ -66,7 +67,7 @@ class Checkpointer:
                 enable_async_checkpointing=True,
                 create=True,
             )
-        self.directory = epath.Path(workdir) / CHECKPOINTS
+        self.directory = epath.Path(absolute(workdir)) / CHECKPOINTS  # Orbax refuses relative paths.
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
     def all_steps(self) -> list[int]:

@@ -63,7 +63,7 @@ def test_the_study_command_trains_evaluates_and_reports(tmp_path):
     sweep_file.write_text(
         textwrap.dedent(f"""
         from pyoco_jax.studies.noise_prior import SHORT_NAMES, Study, study_runs
-        CONFIG = "configs/noise_prior_study.py"
+        CONFIG = {str(REPO / "configs" / "noise_prior_study.py")!r}
         STUDY = Study(image_steps=3, video_steps=3, seeds=(0,), arms=(("iid", 0.0), ("progressive", 2.0)),
                       eval_clips=4, fvd_clips=4, curve_clips=2, sample_batch=4, report={str(report)!r})
         def get_sweep():
@@ -73,10 +73,10 @@ def test_the_study_command_trains_evaluates_and_reports(tmp_path):
             write_report(STUDY, workdir, runs, config, "toy study")
     """)
     )
-    workdir = tmp_path / "study"
-    command = [sys.executable, "launch/sweep.py", str(sweep_file), f"--workdir={workdir}", *SMALL]
+    workdir = tmp_path / "study"  # Given relative to the working directory, as a user types it.
+    command = [sys.executable, str(REPO / "launch" / "sweep.py"), str(sweep_file), "--workdir=study", *SMALL]
     env = single_device_env() | {"HOME": str(tmp_path / "home")}  # Real FVD statistics cached there.
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = report.read_text()
     assert "**Headline:**" in text and "| progressive a=2 |" in text and "| scratch iid |" in text

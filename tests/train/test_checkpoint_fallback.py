@@ -107,3 +107,8 @@ def test_trainer_resumes_from_the_older_checkpoint(tmp_path, caplog):
     assert "Resumed from the checkpoint at step 2" in messages
     assert (tmp_path / "checkpoints" / "4.damaged" / "state").is_dir()
     assert checkpoint_steps(tmp_path) == [2, 4, 6]  # Step 4 saved again by the resumed run.
+
+
+def test_a_relative_workdir_is_made_absolute_for_orbax(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert str(Checkpointer("runs/tiny").directory) == str(tmp_path / "runs" / "tiny" / "checkpoints")
