@@ -99,33 +99,59 @@ def get_config() -> ml_collections.ConfigDict:
     c.diffusion.flow.num_train_timesteps = 1000  # The grid's smallest time before shifting is 1 / this (diffusers').
     c.diffusion.flow.sample_shift = -1.0  # Shift of the sampling times (Wan 2.1: 3 at 480p, 5 at 720p; -1: shift).
 
-    # ---- Model: the video U-Net (2D part mirrors diffusers' UNet2DConditionModel). ----
+    # ---- Model: the denoising network. The keys from in_channels to attention_backend serve both backbones
+    # except those marked (U-Net) and the temporal section; model.dit holds the DiT's own. Each backbone refuses
+    # the other's keys at values other than these defaults, so none is silently ignored. ----
     c.model = ml_collections.ConfigDict()
+    # unet: the video U-Net (2D part mirrors diffusers' UNet2DConditionModel) | dit: a Wan-2.1-class video
+    # transformer (model.dit; no fps conditioning, no condition input, trains from scratch).
+    c.model.backbone = "unet"
     c.model.in_channels = 3
     c.model.out_channels = 3
-    c.model.block_out_channels = (32, 64)  # Channels per resolution level.
-    c.model.layers_per_block = 1  # ResNet blocks per down level (up levels get one more).
-    c.model.attention_levels = (False, True)  # Spatial transformer at each level.
-    c.model.mid_block_attention = True
-    c.model.num_attention_heads = 4  # Heads of spatial attention (int, or one per level).
-    c.model.transformer_layers_per_block = 1
-    c.model.cross_attention_dim = 0  # Width of text `context` (0: no cross-attention).
-    c.model.use_linear_projection = False  # SD 2.x linear vs SD 1.x 1x1-conv proj_in/out (conversion only).
-    c.model.norm_num_groups = 8
-    c.model.norm_eps = 1e-5
-    c.model.num_classes = 0  # Class-label embedding added to the time embedding (0: none).
-    c.model.fps_conditioning = False  # MagicVideo frame-rate embedding added like the timestep's.
-    # Conditioning input (cascade stages, image-to-video): its channels, through a zero-initialised conv added to
-    # conv_in (0: none), and an embedding of the noise level it was augmented with (zero at init).
+    c.model.block_out_channels = (32, 64)  # (U-Net) Channels per resolution level.
+    c.model.layers_per_block = 1  # (U-Net) ResNet blocks per down level (up levels get one more).
+    c.model.attention_levels = (False, True)  # (U-Net) Spatial transformer at each level.
+    c.model.mid_block_attention = True  # (U-Net)
+    c.model.num_attention_heads = 4  # (U-Net) Heads of spatial attention (int, or one per level).
+    c.model.transformer_layers_per_block = 1  # (U-Net)
+    # Width of text `context` (0: no cross-attention). The DiT's text_dim; a DiT without text cross-attends to
+    # one zero token of width 1 instead (diffusers' Wan always cross-attends).
+    c.model.cross_attention_dim = 0
+    c.model.use_linear_projection = False  # (U-Net) SD 2.x linear vs SD 1.x 1x1-conv proj_in/out (conversion only).
+    c.model.norm_num_groups = 8  # (U-Net)
+    c.model.norm_eps = 1e-5  # (U-Net)
+    # Class-label embedding added to the time embedding (0: none); num_classes + 1 rows, the last the null label
+    # of classifier-free guidance. The DiT's is zero at init (a pyoco_jax extension: diffusers' Wan has none).
+    c.model.num_classes = 0
+    c.model.fps_conditioning = False  # (U-Net) MagicVideo frame-rate embedding added like the timestep's.
+    # (U-Net) Conditioning input (cascade stages, image-to-video): its channels, through a zero-initialised conv
+    # added to conv_in (0: none), and an embedding of the noise level it was augmented with (zero at init).
     c.model.condition_channels = 0
     c.model.condition_augmentation = False
-    c.model.flip_sin_to_cos = True
-    c.model.freq_shift = 0
+    c.model.flip_sin_to_cos = True  # (U-Net)
+    c.model.freq_shift = 0  # (U-Net)
     c.model.dtype = "float32"  # Compute dtype (bfloat16 on accelerators).
     c.model.param_dtype = "float32"
     c.model.remat = "none"  # Per-block gradient checkpointing: none | full | dots | offload
     c.model.attention_backend = "xla"  # xla | cudnn | splash (falls back to xla, with a log line)
-    c.model.temporal = ml_collections.ConfigDict()
+    # The DiT (model.backbone=dit, pyoco_jax/models/dit): keys of diffusers' WanTransformer3DModel config.json
+    # (WanConfig) beyond the shared ones above: in_channels, out_channels, cross_attention_dim (its text_dim),
+    # num_classes, dtype, param_dtype, remat, attention_backend. Not configurable: qk_norm (always
+    # rms_norm_across_heads, as every Wan checkpoint) and the image-to-video branch (image_dim,
+    # added_kv_proj_dim, pos_embed_seq_len), whose CLIP image tokens no data source gives. Small defaults;
+    # Wan 2.1 sizes: configs/wan21_1_3b.py, configs/wan21_14b.py.
+    c.model.dit = ml_collections.ConfigDict()
+    c.model.dit.patch_size = (1, 2, 2)  # (frames, height, width) per token; data.num_frames and resolution divide.
+    c.model.dit.num_attention_heads = 4
+    c.model.dit.attention_head_dim = 32  # Even (3D RoPE rotates pairs); the width is heads x head_dim.
+    c.model.dit.ffn_dim = 512  # Hidden width of each block's feed-forward.
+    c.model.dit.num_layers = 4  # Transformer blocks.
+    c.model.dit.freq_dim = 256  # Sinusoid width of the timestep embedding.
+    c.model.dit.cross_attn_norm = True  # Affine LayerNorm before cross-attention.
+    c.model.dit.eps = 1e-6  # Epsilon of every norm.
+    c.model.dit.rope_max_seq_len = 1024  # Most patches along any axis (RoPE table length).
+    c.model.dit.scan_layers = True  # Run the blocks as one scan (compile time flat in depth), else unrolled.
+    c.model.temporal = ml_collections.ConfigDict()  # (U-Net) Temporal layers.
     c.model.temporal.levels = (0, 1)  # Resolution levels that get temporal layers.
     c.model.temporal.mid = True  # Temporal layers in the mid block too.
     c.model.temporal.attention = True  # Self-attention across frames at each pixel.
@@ -175,7 +201,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- Sampling. ----
     c.sample = ml_collections.ConfigDict()
-    c.sample.sampler = "heun"  # heun | euler (EDM) | ddim | dpmpp_2m | unipc (order 2, as Wan 2.1 samples)
+    c.sample.sampler = "heun"  # heun | euler (EDM) | ddim | dpmpp_2m | unipc
+    c.sample.unipc_order = 2  # unipc: predictor order (diffusers' solver_order; Wan 2.1 samples with 2).
     c.sample.num_steps = 32
     c.sample.num_samples = 4
     c.sample.guidance_scale = 1.0  # Classifier-free guidance (1: off).

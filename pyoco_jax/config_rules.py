@@ -11,6 +11,7 @@ import ml_collections
 
 from pyoco_jax import parallel
 from pyoco_jax.conditioning import FRAME_MODES, condition_channels
+from pyoco_jax.configs import default
 from pyoco_jax.data.clip_sampling import CROPS, TEMPORAL_SAMPLINGS
 from pyoco_jax.data.loader import SOURCES
 from pyoco_jax.data.synthetic import BACKGROUNDS, check_shape_size
@@ -22,11 +23,13 @@ from pyoco_jax.errors import ConfigError, UserError
 from pyoco_jax.evaluate.fvd_protocol import get_protocol
 from pyoco_jax.evaluate.run_eval import METRICS
 from pyoco_jax.models.attention import BACKENDS
+from pyoco_jax.models.dit import wan_config
 from pyoco_jax.models.layers import COMPUTE_DTYPES, PARAM_DTYPES
 from pyoco_jax.models.remat import REMAT_MODES
 from pyoco_jax.models.temporal import ARRANGEMENTS, POSITION_ENCODINGS
 from pyoco_jax.models.video_vae import TRAINABLE_PARTS
 from pyoco_jax.noise import PRIORS
+from pyoco_jax.train.build import BACKBONES
 from pyoco_jax.train.optimizer import SCHEDULES
 from pyoco_jax.train.video_vae_step import LOSSES
 
@@ -44,6 +47,7 @@ CHOICES = {
     "diffusion.flow.time_sampling": TIME_SAMPLINGS,
     "diffusion.flow.loss_weighting": LOSS_WEIGHTINGS,
     "diffusion.flow.grid": FLOW_GRIDS,
+    "model.backbone": BACKBONES,
     "model.dtype": COMPUTE_DTYPES,
     "model.param_dtype": PARAM_DTYPES,
     "model.remat": REMAT_MODES,
@@ -90,6 +94,14 @@ POSITIVE = (
     "model.norm_num_groups",
     "model.norm_eps",
     "model.temporal.num_heads",
+    "model.dit.patch_size",
+    "model.dit.num_attention_heads",
+    "model.dit.attention_head_dim",
+    "model.dit.ffn_dim",
+    "model.dit.num_layers",
+    "model.dit.freq_dim",
+    "model.dit.eps",
+    "model.dit.rope_max_seq_len",
     "optim.learning_rate",
     "optim.accum_steps",
     "optim.lr_scale",
@@ -101,6 +113,7 @@ POSITIVE = (
     "train.eval_num",
     "sample.num_steps",
     "sample.num_samples",
+    "sample.unipc_order",
     "sample.fps",
     "vae.temporal_num_heads",
     "vae.learning_rate",
@@ -147,6 +160,19 @@ UNIT_INTERVAL = (  # [0, 1]
 BELOW_ONE = ("optim.ema_decay", "optim.b1", "optim.b2")  # [0, 1)
 MAY_BE_INFINITE = ("sample.s_tmax",)  # EDM's "churn at every noise level".
 REGEXES = ("optim.trainable", "optim.lr_scale_pattern")
+# `model` keys both backbones read; the section's other keys are the U-Net's, and `model.dit` holds the DiT's.
+SHARED_MODEL_KEYS = (
+    "backbone",
+    "in_channels",
+    "out_channels",
+    "cross_attention_dim",
+    "num_classes",
+    "dtype",
+    "param_dtype",
+    "remat",
+    "attention_backend",
+    "dit",
+)
 
 
 def get(config: ml_collections.ConfigDict, key: str):
@@ -216,9 +242,9 @@ def check_combinations(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config key 'data.shape_size': {err}") from None
     _check_video_data(data)
     _check_eval(config.train)
+    _check_model(config)
     _check_condition(config)
     _check_mesh(config)
-    _check_unet(config)
     require(
         data.global_batch_size % optim.accum_steps == 0,
         "data.global_batch_size",
@@ -308,6 +334,75 @@ def _per_level(value, levels: int, key: str) -> tuple:
     return (value,) * levels
 
 
+def _check_model(config: ml_collections.ConfigDict) -> None:
+    """The chosen backbone's own rules, none of the other's keys set, and what both need of the data."""
+    data, model = config.data, config.model
+    defaults = default.get_config().model
+    if model.backbone == "dit":
+        _check_dit(config)
+        unused, owner = {key: model[key] for key in model if key not in SHARED_MODEL_KEYS}, "a U-Net key"
+    else:
+        _check_unet(config)
+        unused, owner = {"dit": model.dit}, "a DiT key"
+    changed = _changed(unused, defaults, "model.")
+    if changed:
+        raise ConfigError(
+            f"config key {changed[0]!r}: {owner}, which model.backbone={model.backbone!r} would ignore; "
+            "leave it at its default"
+        )
+    require(
+        model.in_channels == data.channels,
+        "model.in_channels",
+        f"{model.in_channels} differs from data.channels {data.channels}",
+    )
+    require(
+        data.num_classes == 0 or model.num_classes >= data.num_classes,
+        "model.num_classes",
+        f"the data has {data.num_classes} classes, the model embeds {model.num_classes}",
+    )
+
+
+def _changed(values, defaults, prefix: str) -> list[str]:
+    """Dotted keys (under `prefix`) whose value in `values` differs from `defaults`, sections searched through."""
+    changed = []
+    for key, value in values.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            changed += _changed(value, defaults[key], f"{prefix}{key}.")
+        elif _plain(value) != _plain(defaults[key]):
+            changed.append(prefix + key)
+    return changed
+
+
+def _plain(value):
+    return tuple(map(_plain, value)) if isinstance(value, tuple | list) else value
+
+
+def _check_dit(config: ml_collections.ConfigDict) -> None:
+    """What the DiT cannot do, each refused on the key that asks for it, and its patches tiling the clip."""
+    data, model = config.data, config.model
+    require(not model.fps_conditioning, "model.fps_conditioning", "the DiT has no frame-rate embedding; set False")
+    require(not config.condition.frames, "condition.frames", "the DiT takes no given frames; set it to ''")
+    require(config.condition.low_res_factor <= 1, "condition.low_res_factor", "the DiT takes no low-res clip; set 0")
+    require(not config.train.init_from, "train.init_from", "loads U-Net weights; the DiT trains from scratch")
+    try:
+        wan = wan_config(model)
+    except ValueError as err:
+        raise ConfigError(f"config key 'model.dit': {err}") from None
+    frames, height, width = wan.patch_size
+    for key, size, patch in (
+        ("data.num_frames", data.num_frames, frames),
+        ("data.resolution", data.resolution, height),
+        ("data.resolution", data.resolution, width),
+    ):
+        require(size % patch == 0, key, f"{size} is not divisible by the patch side {patch} (model.dit.patch_size)")
+    longest = max(data.num_frames // frames, data.resolution // min(height, width))
+    require(
+        longest <= wan.rope_max_seq_len,
+        "model.dit.rope_max_seq_len",
+        f"{wan.rope_max_seq_len} positions, but a clip is {longest} patches long on an axis",
+    )
+
+
 def _check_unet(config: ml_collections.ConfigDict) -> None:
     data, model, temporal = config.data, config.model, config.model.temporal
     channels = tuple(model.block_out_channels)
@@ -337,13 +432,3 @@ def _check_unet(config: ml_collections.ConfigDict) -> None:
             "model.temporal.num_heads",
             f"{temporal.num_heads} heads do not divide the {channels[level]} channels of level {level}",
         )
-    require(
-        model.in_channels == data.channels,
-        "model.in_channels",
-        f"{model.in_channels} differs from data.channels {data.channels}",
-    )
-    require(
-        data.num_classes == 0 or model.num_classes >= data.num_classes,
-        "model.num_classes",
-        f"the data has {data.num_classes} classes, the model embeds {model.num_classes}",
-    )

@@ -13,6 +13,12 @@ A safetensors export is a diffusers `UNet2DConditionModel` folder plus two files
 so `UNet2DConditionModel.from_pretrained(OUT)` loads the image part in PyTorch and `load_exported(OUT)`
 loads the whole video model here. An Orbax export is `OUT/params` (params only, for inference) beside
 the same `pyoco_config.json`.
+
+A DiT run (model.backbone=dit) exports as a diffusers `WanTransformer3DModel` folder (config.json and
+safetensors, `convert.wan_transformer.save_wan_transformer`) beside `pyoco_config.json`, loadable by
+`WanTransformer3DModel.from_pretrained(OUT)` as it is. A DiT trained without text (model.cross_attention_dim
+0) has text_dim 1 and is given one zero token, `encoder_hidden_states` of shape (B, 1, 1). A DiT with a class
+embedding has no diffusers equivalent: its safetensors export is refused, its Orbax export holds everything.
 """
 
 import json
@@ -24,15 +30,16 @@ import ml_dtypes
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
-from flax import nnx
 from safetensors.numpy import save_file
 
 from pyoco_jax.config import validate
+from pyoco_jax.convert.clip import filled_model
 from pyoco_jax.convert.diffusers_names import CONFIG_NAME, WEIGHTS_NAME, convert_state_dict
 from pyoco_jax.convert.diffusers_names import RENAMES as DIFFUSERS_RENAMES
-from pyoco_jax.convert.merge import CLASS_TABLE, NEW_PARAM_PATTERN, ConversionError, merge_params
+from pyoco_jax.convert.merge import CLASS_TABLE, NEW_PARAM_PATTERN, ConversionError
+from pyoco_jax.convert.wan_transformer import read_wan_params, save_wan_transformer
 from pyoco_jax.convert.weight_files import read_safetensors
-from pyoco_jax.models.unet import VideoUNet
+from pyoco_jax.train.build import Backbone, build_model
 
 VIDEO_WEIGHTS_NAME = "video.safetensors"
 EXPERIMENT_CONFIG_NAME = "pyoco_config.json"
@@ -155,6 +162,11 @@ def export(
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
     out = Path(out)
+    if fmt == "safetensors" and config.model.backbone == "dit":
+        model = filled_model(lambda: build_model(config, 0), params, "the DiT to export")
+        save_wan_transformer(model, out, dtype=dtype)  # Refuses a class embedding before writing.
+        _write_config(config, out)
+        return sorted(p for p in out.rglob("*") if p.is_file())
     out.mkdir(parents=True, exist_ok=True)
     params = _cast(params, dtype)
     metadata = {"format": "pt", "dtype": dtype}
@@ -183,6 +195,8 @@ def _exported_params(path: Path, config: ml_collections.ConfigDict) -> dict[str,
     if (path / ORBAX_PARAMS_NAME).exists():
         with ocp.StandardCheckpointer() as checkpointer:
             return {k: np.asarray(v) for k, v in checkpointer.restore(epath.Path(path) / ORBAX_PARAMS_NAME).items()}
+    if config.model.backbone == "dit":
+        return read_wan_params(path)[1]
     image = read_safetensors(path / WEIGHTS_NAME)
     if config.model.cross_attention_dim == 0:
         image = {k: v for k, v in image.items() if not INERT_CROSS_ATTENTION.match(k)}
@@ -194,13 +208,8 @@ def _exported_params(path: Path, config: ml_collections.ConfigDict) -> dict[str,
     return {**params, **video}
 
 
-def load_exported(path: str | Path) -> tuple[VideoUNet, ml_collections.ConfigDict]:
-    """The video model of a `pyoco-export` folder (either format) and its experiment config."""
+def load_exported(path: str | Path) -> tuple[Backbone, ml_collections.ConfigDict]:
+    """The video model of a `pyoco-export` folder (either format, either backbone) and its experiment config."""
     path = Path(path)
     config = read_experiment_config(path)
-    abstract = nnx.eval_shape(lambda: VideoUNet(config.model, num_frames=config.data.num_frames, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    merged, report = merge_params(state, _exported_params(path, config))
-    if report.new or report.partial:
-        raise ConversionError(f"the export {path} lacks parameters: {report.new + report.partial}")
-    return nnx.merge(graphdef, merged), config
+    return filled_model(lambda: build_model(config, 0), _exported_params(path, config), f"the export {path}"), config

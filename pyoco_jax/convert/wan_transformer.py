@@ -108,7 +108,15 @@ def convert_state_dict(tensors: dict[str, np.ndarray], num_layers: int) -> dict[
 
 
 def diffusers_state_dict(model: WanTransformer, dtype: jnp.dtype | None = None) -> dict[str, np.ndarray]:
-    """The model's parameters under diffusers' names and layouts (blocks unstacked), cast to `dtype` if given."""
+    """The model's parameters under diffusers' names and layouts (blocks unstacked), cast to `dtype` if given.
+
+    A model with pyoco_jax's class embedding is refused: diffusers' Wan has no place for it.
+    """
+    if model.class_embedding is not None:
+        raise ConversionError(
+            "the DiT has a class embedding (model.num_classes > 0), which diffusers' WanTransformer3DModel lacks; "
+            "export it with pyoco-export --format orbax"
+        )
     out = {}
     for name, variable in flat_params(model).items():
         value = np.asarray(variable.get_value())
@@ -153,6 +161,13 @@ def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
     return read_weight_files(weight_files(folder, WEIGHTS_NAME))
 
 
+def read_wan_params(path: str | Path) -> tuple[WanConfig, dict[str, np.ndarray]]:
+    """(config, parameters by our dotted names and layouts) of a diffusers transformer (or pipeline) folder."""
+    folder = _folder(path)
+    config = read_wan_config(folder)
+    return config, convert_state_dict(_read_tensors(folder), config.num_layers)
+
+
 def load_wan_transformer(
     path: str | Path,
     *,
@@ -166,9 +181,7 @@ def load_wan_transformer(
 
     `dtype`: compute dtype; `param_dtype`: storage dtype (tensors are cast); the rest as `WanTransformer`'s.
     """
-    folder = _folder(path)
-    config = read_wan_config(folder)
-    params = convert_state_dict(_read_tensors(folder), config.num_layers)
+    config, params = read_wan_params(path)
     precision = Precision(jnp.dtype(dtype), jnp.dtype(param_dtype))
     build = lambda: WanTransformer(
         config,
@@ -178,7 +191,7 @@ def load_wan_transformer(
         attention_backend=attention_backend,
         rngs=nnx.Rngs(0),
     )
-    return filled_model(build, params, f"Wan transformer {folder}")
+    return filled_model(build, params, f"Wan transformer {path}")
 
 
 def _shards(tensors: dict[str, np.ndarray], max_shard_bytes: int) -> list[dict[str, np.ndarray]]:
@@ -207,13 +220,13 @@ def save_wan_transformer(
     `dtype`: cast the tensors (e.g. bfloat16 to halve the files); None keeps the parameters' dtype.
     Weight files of an earlier save in `path` are removed first, so a stale one is never read.
     """
+    shards = _shards(diffusers_state_dict(model, dtype), max_shard_bytes)
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in [folder / WEIGHTS_NAME, folder / INDEX_NAME, *folder.glob("diffusion_pytorch_model-*-of-*")]:
         stale.unlink(missing_ok=True)
     (folder / CONFIG_NAME).write_text(json.dumps(model.config.to_diffusers(), indent=2) + "\n")
     metadata = {"format": "pt"}
-    shards = _shards(diffusers_state_dict(model, dtype), max_shard_bytes)
     if len(shards) == 1:
         save_file(shards[0], folder / WEIGHTS_NAME, metadata=metadata)
         return [folder / CONFIG_NAME, folder / WEIGHTS_NAME]

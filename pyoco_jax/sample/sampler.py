@@ -73,6 +73,7 @@ def make_sampler(graphdef: nnx.GraphDef, formulation, config: ml_collections.Con
             prior=prior,
             alpha=alpha,
             eta=sample_config.eta,
+            unipc_order=sample_config.unipc_order,
             s_churn=sample_config.s_churn,
             s_tmin=sample_config.s_tmin,
             s_tmax=sample_config.s_tmax,

@@ -14,16 +14,27 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from pyoco_jax import parallel
-from pyoco_jax.config import ConfigError
 from pyoco_jax.diffusion import make_formulation
+from pyoco_jax.errors import ConfigError
+from pyoco_jax.models.dit import WanTransformer, dit_from_config
 from pyoco_jax.models.unet import VideoUNet
 from pyoco_jax.train.optimizer import make_optimizer, path_mask
 from pyoco_jax.train.state import TrainState, create_train_state, split_model
 from pyoco_jax.train.step import make_train_step
 
+# model.backbone: the video U-Net (models/unet.py) | the Wan-class video transformer (models/dit).
+BACKBONES = ("unet", "dit")
+Backbone = VideoUNet | WanTransformer
 
-def build_model(config: ml_collections.ConfigDict, seed: int) -> VideoUNet:
-    """A freshly initialised video U-Net (pretrained weights are merged in after init, on the host)."""
+
+def build_model(config: ml_collections.ConfigDict, seed: int) -> Backbone:
+    """A freshly initialised `model.backbone` (pretrained weights are merged in after init, on the host).
+
+    Both take the same keyword call, `model(x, t, context=, labels=, fps=, condition=, augmentation=)`;
+    what the DiT lacks (fps, condition) the config refuses before this is built.
+    """
+    if config.model.backbone == "dit":
+        return dit_from_config(config.model, rngs=nnx.Rngs(seed))
     return VideoUNet(config.model, num_frames=config.data.num_frames, rngs=nnx.Rngs(seed))
 
 

@@ -206,12 +206,21 @@ def _size(num_bytes: float) -> str:
     return f"{num_bytes:10.0f} B  "
 
 
+def _architecture(model: ml_collections.ConfigDict) -> str:
+    """The model's size in a few words, for the plan's first lines."""
+    if model.backbone == "dit":
+        dit = model.dit
+        width = dit.num_attention_heads * dit.attention_head_dim
+        return f"DiT {dit.num_layers} blocks of width {width}, patch {tuple(dit.patch_size)}"
+    return f"U-Net channels {tuple(model.block_out_channels)}"
+
+
 def format_plan(plan: Plan, config: ml_collections.ConfigDict) -> str:
     """A human-readable report (one figure per line)."""
     m = config.model
     lines = [
         f"Plan for {plan.topology}: {plan.num_devices} devices, mesh {plan.mesh}",
-        f"  model: channels {tuple(m.block_out_channels)}, dtype {m.dtype}, params {m.param_dtype}, "
+        f"  model: {_architecture(m)}, dtype {m.dtype}, params {m.param_dtype}, "
         f"remat {m.remat}; batch {config.data.global_batch_size} x {config.data.num_frames} frames "
         f"x {config.data.resolution}^2",
         "Memory per device:",

@@ -12,8 +12,7 @@ from flax import nnx
 from pyoco_jax.config import validate
 from pyoco_jax.convert.merge import merge_params, path_name
 from pyoco_jax.errors import UserError
-from pyoco_jax.models.unet import VideoUNet
-from pyoco_jax.train.build import build_run
+from pyoco_jax.train.build import Backbone, build_model, build_run
 from pyoco_jax.train.checkpoint import Checkpointer, abstract_like
 
 
@@ -53,8 +52,8 @@ def checkpoint_weights(
     return config, step, weights
 
 
-def model_from_weights(config: ml_collections.ConfigDict, weights: dict[str, np.ndarray]) -> VideoUNet:
-    """The video U-Net of `config` holding `weights` (as `checkpoint_weights` returns them)."""
-    abstract = nnx.eval_shape(lambda: VideoUNet(config.model, num_frames=config.data.num_frames, rngs=nnx.Rngs(0)))
+def model_from_weights(config: ml_collections.ConfigDict, weights: dict[str, np.ndarray]) -> Backbone:
+    """The `model.backbone` of `config` holding `weights` (as `checkpoint_weights` returns them)."""
+    abstract = nnx.eval_shape(lambda: build_model(config, 0))
     graphdef, state = nnx.split(abstract)
     return nnx.merge(graphdef, merge_params(state, weights)[0])

@@ -117,9 +117,14 @@ class ConditionEmbedder(nnx.Module):
         self.text_embedder = TextProjection(config.text_dim, dim, precision=precision, rngs=rngs)
         self.image_embedder = ImageEmbedding(config, precision=precision, rngs=rngs) if config.image_dim else None
 
-    def time(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """t (B,) -> temb (B, D) for the output modulation, and the blocks' modulations (B, 6, D) float32."""
+    def time(self, t: jax.Array, label_embedding: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """t (B,) -> temb (B, D) for the output modulation, and the blocks' modulations (B, 6, D) float32.
+
+        `label_embedding` (B, D) float32, pyoco's class embedding, joins the time embedding before both."""
         sinusoid = sinusoidal_embedding(t, self.freq_dim, flip_sin_to_cos=True, freq_shift=0.0)
-        temb = self.time_embedder(sinusoid).astype(self.dtype)
+        temb = self.time_embedder(sinusoid)
+        if label_embedding is not None:
+            temb = temb + label_embedding
+        temb = temb.astype(self.dtype)
         modulations = self.time_proj(jax.nn.silu(temb))
         return temb, modulations.reshape(t.shape[0], MODULATIONS, -1).astype(jnp.float32)

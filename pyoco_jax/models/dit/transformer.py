@@ -6,8 +6,15 @@ and cross-attend to the text (and, for image-to-video, CLIP image tokens), and a
 turns each token back into its patch.
 
 The blocks share one module whose parameters carry a leading layer axis (`blocks.attn1.to_q.kernel` is
-(num_layers, D, D)); `scan_layers=True` runs them with `nnx.scan`, so compile time does not grow with
+(num_layers, D, D)); `scan_layers=True` runs them with `jax.lax.scan`, so compile time does not grow with
 depth, and `False` unrolls a Python loop over the same parameters (same checkpoints either way).
+
+Two pyoco_jax extensions serve the trainer's class-conditional and text-free runs; diffusers' Wan has
+neither, so a model with a class embedding has no diffusers export. `num_classes > 0` adds a class
+embedding (num_classes + 1 rows, the last the null label of classifier-free guidance) to the time
+embedding; it starts at zero, so a model gains it without changing what it computes. `with_text=False`
+builds a model trained without text: it takes no context and cross-attends to one zero token of width
+`text_dim` instead (an exported model is given that token as `encoder_hidden_states`).
 """
 
 import operator
@@ -23,6 +30,7 @@ from pyoco_jax.models.dit.config import WanConfig
 from pyoco_jax.models.dit.embeddings import ConditionEmbedder, PatchEmbedding
 from pyoco_jax.models.dit.norms import plain_layer_norm
 from pyoco_jax.models.dit.rope import rope_tables
+from pyoco_jax.models.embeddings import LabelEmbedding
 from pyoco_jax.models.keys import ParamKeys
 from pyoco_jax.models.layers import Dense, Precision
 from pyoco_jax.models.remat import REMAT_MODES, checkpoint_policy
@@ -43,13 +51,15 @@ class WanTransformer(nnx.Module):
     """Denoiser on channels-last video (B, F, H, W, in_channels) -> (B, F, H, W, out_channels) float32.
 
     `remat` (models/remat.py) rematerialises each block in the backward pass; `attention_backend` picks the
-    attention kernel (models/attention.py).
+    attention kernel (models/attention.py); `num_classes` and `with_text`: the module docstring.
     """
 
     def __init__(
         self,
         config: WanConfig,
         *,
+        num_classes: int = 0,
+        with_text: bool = True,
         precision: Precision | None = None,
         scan_layers: bool = True,
         remat: str = "none",
@@ -63,7 +73,7 @@ class WanTransformer(nnx.Module):
         precision = precision or Precision()
         keys = ParamKeys(rngs)
         dim = config.inner_dim
-        self.config, self.dtype = config, precision.dtype
+        self.config, self.dtype, self.with_text = config, precision.dtype, with_text
         self.scan_layers, self.remat = scan_layers, remat
         self.patch_embedding = PatchEmbedding(config, precision=precision, rngs=keys)
         self.condition_embedder = ConditionEmbedder(config, precision=precision, rngs=keys)
@@ -78,6 +88,8 @@ class WanTransformer(nnx.Module):
             zero_init=True,
         )
         self.scale_shift_table = modulation_table(2, dim, precision, keys)
+        # Drawn last, so the other parameters are those of the same seed without it.
+        self.class_embedding = _class_embedding(num_classes, dim, precision, keys) if num_classes else None
 
     def _grid(self, x: jax.Array) -> tuple[int, int, int]:
         """The (frames, rows, columns) of patches of a video x, checked."""
@@ -98,7 +110,9 @@ class WanTransformer(nnx.Module):
         if jnp.ndim(t) > 1:
             raise ValueError(f"t must be a scalar or (B,) timesteps (no per-token timesteps), got shape {jnp.shape(t)}")
         got = None if context is None else context.shape
-        if got is None or len(got) != 3 or got[0] != batch or got[-1] != config.text_dim:
+        if not self.with_text and context is not None:
+            raise ValueError("context was given but the model was built without text (with_text=False)")
+        if self.with_text and (got is None or len(got) != 3 or got[0] != batch or got[-1] != config.text_dim):
             raise ValueError(f"context must be text embeddings (B={batch}, T, {config.text_dim}), got {got}")
         if config.has_image_branch != (image_context is not None):
             need = "needs image_context (image-to-video model)" if config.has_image_branch else "takes no image_context"
@@ -116,6 +130,19 @@ class WanTransformer(nnx.Module):
                 f"got {shape}"
             )
 
+    def _text_tokens(self, context: jax.Array | None, batch: int) -> jax.Array:
+        """Projected text (B, T, D); a model without text reads one zero token."""
+        if context is None:
+            context = jnp.zeros((batch, 1, self.config.text_dim), self.dtype)
+        return self.condition_embedder.text_embedder(context.astype(self.dtype))
+
+    def _label_embedding(self, labels: jax.Array | None, batch: int) -> jax.Array | None:
+        if self.class_embedding is None:
+            if labels is not None:
+                raise ValueError("labels were given but the model has no class embedding (num_classes=0)")
+            return None
+        return self.class_embedding(labels, batch)
+
     def _image_tokens(self, image_context: jax.Array | None, batch: int) -> jax.Array | None:
         """Projected image tokens (B, S, D); a first-last-frame model's (2B, S, E) pairs become (B, 2S, E)."""
         if image_context is None:
@@ -123,14 +150,19 @@ class WanTransformer(nnx.Module):
         return self.condition_embedder.image_embedder(image_context.reshape(batch, -1, image_context.shape[-1]))
 
     def _run_blocks(self, x: jax.Array, *inputs) -> jax.Array:
-        step = lambda block, x: block(x, *inputs)
-        if self.remat != "none":
-            step = nnx.remat(step, policy=checkpoint_policy(self.remat))
-        if self.scan_layers:
-            return nnx.scan(lambda x, block: step(block, x), in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)(x, self.blocks)
+        """The blocks as pure functions of their (sliced) state, so the model runs inside any trace: a sampler's
+        loop calls it with Variables made outside that loop, which NNX's own transforms refuse."""
         graphdef, state = nnx.split(self.blocks)
+
+        def step(layer_state, x):
+            return nnx.merge(graphdef, layer_state)(x, *inputs)
+
+        if self.remat != "none":
+            step = jax.checkpoint(step, policy=checkpoint_policy(self.remat))
+        if self.scan_layers:
+            return jax.lax.scan(lambda x, layer_state: (step(layer_state, x), None), x, state)[0]
         for layer in range(self.config.num_layers):
-            x = step(nnx.merge(graphdef, jax.tree.map(operator.itemgetter(layer), state)), x)
+            x = step(jax.tree.map(operator.itemgetter(layer), state), x)
         return x
 
     def __call__(
@@ -139,19 +171,31 @@ class WanTransformer(nnx.Module):
         t: jax.Array,
         context: jax.Array | None = None,
         image_context: jax.Array | None = None,
+        labels: jax.Array | None = None,
+        fps: jax.Array | None = None,
+        condition: jax.Array | None = None,
+        augmentation: jax.Array | None = None,
     ) -> jax.Array:
         """x: (B, F, H, W, in_channels), F/H/W multiples of patch_size; t: (B,) or scalar timestep (Wan's flow
-        matching: sigma * 1000); context: (B, T, text_dim) text embeddings (UMT5); image_context: (B, S, image_dim)
-        CLIP image tokens, for image-to-video models only (first-last-frame: both images' tokens, S =
-        pos_embed_seq_len, or diffusers' (2B, S/2, image_dim)). Returns (B, F, H, W, out_channels) float32."""
+        matching: sigma * 1000); context: (B, T, text_dim) text embeddings (UMT5), None without text;
+        image_context: (B, S, image_dim) CLIP image tokens, for image-to-video models only (first-last-frame:
+        both images' tokens, S = pos_embed_seq_len, or diffusers' (2B, S/2, image_dim)); labels: (B,) int class
+        (None: the null label), with a class embedding only. `fps`, `condition` and `augmentation` complete the
+        trainer's keyword call shared with VideoUNet and must stay None: the DiT has none of those inputs.
+        Returns (B, F, H, W, out_channels) float32."""
+        given = {"fps": fps, "condition": condition, "augmentation": augmentation}
+        unsupported = [name for name, value in given.items() if value is not None]
+        if unsupported:
+            raise ValueError(f"the DiT takes no {', '.join(unsupported)} (VideoUNet inputs); pass None")
         grid = self._grid(x)
         self._check_conditions(x.shape[0], t, context, image_context)
         config = self.config
         b, f, h, w, _ = x.shape
         pt, ph, pw = config.patch_size
         tokens = self.patch_embedding(x)
-        temb, modulations = self.condition_embedder.time(jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b,)))
-        text = self.condition_embedder.text_embedder(context.astype(self.dtype))
+        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b,))
+        temb, modulations = self.condition_embedder.time(t, self._label_embedding(labels, b))
+        text = self._text_tokens(context, b)
         image = self._image_tokens(image_context, b)
         rope = rope_tables(grid, config.attention_head_dim)
         tokens = self._run_blocks(tokens, text, image, modulations, rope)
@@ -160,3 +204,10 @@ class WanTransformer(nnx.Module):
         out = self.proj_out((plain_layer_norm(tokens, config.eps) * (1 + scale) + shift).astype(self.dtype))
         out = out.reshape(b, *grid, pt, ph, pw, -1).transpose(0, 1, 4, 2, 5, 3, 6, 7)
         return out.reshape(b, f, h, w, -1).astype(jnp.float32)
+
+
+def _class_embedding(num_classes: int, dim: int, precision: Precision, keys: ParamKeys) -> LabelEmbedding:
+    """The class table, float32 like the time embedding it joins, zeroed: it changes nothing until it trains."""
+    table = LabelEmbedding(num_classes, dim, precision=Precision(jnp.float32, precision.param_dtype), rngs=keys)
+    table.embedding.set_value(jnp.zeros_like(table.embedding.get_value()))
+    return table

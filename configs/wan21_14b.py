@@ -1,0 +1,24 @@
+"""Wan2.1-T2V-14B's transformer as a pyoco_jax run, at 720p: configs/wan21_1_3b.py with the 14B sizes.
+
+For `pyoco-train --config configs/wan21_14b.py --plan v5p:4x4x4` (memory, FLOPs, step time) today; what
+training still needs, and how square latents stand in for Wan's, is in configs/wan21_1_3b.py. 720p (720x1280,
+90x160 latents) is 120x120 latents here: the same 3600 patches per frame. For 480p:
+  --config.data.resolution=80 --config.diffusion.flow.shift=3.0 --config.diffusion.flow.sample_shift=3.0
+"""
+
+import ml_collections
+from pyoco_jax.configs import wan21_1_3b
+
+# Wan2.1-T2V-14B's transformer/config.json (pyoco_jax.models.dit.WAN21_14B).
+SIZES_14B = dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40)
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = wan21_1_3b.get_config()
+    c.model.dit.update(SIZES_14B)
+    c.model.remat = "full"  # 40 blocks of width 5120: keep only block inputs.
+    c.data.resolution = 120  # 720p-class latents.
+    c.data.global_batch_size = 64
+    c.diffusion.flow.shift = 5.0  # Wan 2.1 at 720p.
+    c.diffusion.flow.sample_shift = 5.0
+    return c
