@@ -32,7 +32,15 @@ from pyoco_jax.diffusion import (
 )
 from pyoco_jax.noise import sample_noise
 from tests.diffusion.recording import recording
-from tests.diffusion.test_gaussian_sampling import NUM_SAMPLES, C, F, GaussianDenoiser, _assert_matches, _data
+from tests.diffusion.test_gaussian_sampling import (
+    NUM_SAMPLES,
+    C,
+    F,
+    GaussianDenoiser,
+    _assert_matches,
+    _data,
+    gaussian_samples,
+)
 from tests.diffusion.test_gaussian_sampling import _frame_correlation as frame_correlation
 from tests.test_config import TINY
 
@@ -205,19 +213,7 @@ def test_flow_samplers_reproduce_gaussian_data(sampler, steps, prior, alpha, shi
     flow = FlowMatching(sample_shift=shift, grid=grid)
     mean, cov = _data(1.0)
     model_fn = _flow_model_fn(flow, GaussianDenoiser(mean, cov, frame_correlation(prior, alpha)))
-    run = jax.jit(
-        lambda key: flow.sample(
-            model_fn,
-            key,
-            (NUM_SAMPLES, F, 1, 1, C),
-            sampler=sampler,
-            num_steps=steps,
-            prior=prior,
-            alpha=alpha,
-            **options,
-        )
-    )
-    _assert_matches(run(jax.random.key(2)), mean, cov)
+    _assert_matches(gaussian_samples(flow, model_fn, 2, sampler, steps, prior, alpha, options), mean, cov)
 
 
 def test_heun_needs_flow_time():

@@ -133,23 +133,24 @@ def _assert_matches(samples, mean, cov):
     assert np.max(np.abs(whitened_error)) < COV_TOL, np.max(np.abs(whitened_error))
 
 
+def gaussian_samples(formulation, model_fn, seed, sampler, steps, prior, alpha, options=None):
+    """NUM_SAMPLES videos of F frames of C values, sampled in one jit."""
+    shape = (NUM_SAMPLES, F, 1, 1, C)
+    options = options or {}
+    run = jax.jit(
+        lambda key: formulation.sample(
+            model_fn, key, shape, sampler=sampler, num_steps=steps, prior=prior, alpha=alpha, **options
+        )
+    )
+    return run(jax.random.key(seed))
+
+
 def _edm_samples(sampler, steps, prior, alpha, options=None, denoiser_prior=None):
     edm = EDM()
     mean, cov = _data(0.5)
     denoiser = GaussianDenoiser(mean, cov, _frame_correlation(*(denoiser_prior or (prior, alpha))))
-    run = jax.jit(
-        lambda key: edm.sample(
-            _edm_model_fn(edm, denoiser),
-            key,
-            (NUM_SAMPLES, F, 1, 1, C),
-            sampler=sampler,
-            num_steps=steps,
-            prior=prior,
-            alpha=alpha,
-            **(options or {}),
-        )
-    )
-    return run(jax.random.key(0)), mean, cov
+    samples = gaussian_samples(edm, _edm_model_fn(edm, denoiser), 0, sampler, steps, prior, alpha, options)
+    return samples, mean, cov
 
 
 EDM_CASES = [
@@ -192,19 +193,7 @@ def test_ddpm_samplers_reproduce_gaussian_data(sampler, steps, schedule, predict
     mean, cov = _data(1.0)
     denoiser = GaussianDenoiser(mean, cov, _frame_correlation(prior, alpha))
     model_fn = _ddpm_model_fn(ddpm, denoiser, ddpm.alphas_cumprod, prediction)
-    run = jax.jit(
-        lambda key: ddpm.sample(
-            model_fn,
-            key,
-            (NUM_SAMPLES, F, 1, 1, C),
-            sampler=sampler,
-            num_steps=steps,
-            prior=prior,
-            alpha=alpha,
-            **options,
-        )
-    )
-    _assert_matches(run(jax.random.key(1)), mean, cov)
+    _assert_matches(gaussian_samples(ddpm, model_fn, 1, sampler, steps, prior, alpha, options), mean, cov)
 
 
 @pytest.mark.parametrize("sampler,options", [("heun", {}), ("ddim", {"eta": 1.0})])

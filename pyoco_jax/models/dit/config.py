@@ -123,18 +123,5 @@ WAN21_1_3B = WanConfig(
 )
 """Wan2.1-T2V-1.3B (text to video, width 1536), as published (its transformer/config.json)."""
 
-WAN21_14B = WanConfig(
-    patch_size=(1, 2, 2),
-    num_attention_heads=40,
-    attention_head_dim=128,
-    in_channels=16,
-    out_channels=16,
-    text_dim=4096,
-    freq_dim=256,
-    ffn_dim=13824,
-    num_layers=40,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-)
+WAN21_14B = dataclasses.replace(WAN21_1_3B, num_attention_heads=40, ffn_dim=13824, num_layers=40)
 """Wan2.1-T2V-14B (text to video, width 5120), as published (its transformer/config.json)."""
