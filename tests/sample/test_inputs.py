@@ -12,6 +12,7 @@ from pyoco_jax.config import load_config
 from pyoco_jax.convert.clip import encode_prompts, load_text_encoder, load_tokenizer
 from pyoco_jax.data.video_io import read_video
 from pyoco_jax.diffusion import make_formulation
+from pyoco_jax.sample.decode import latent_decoder
 from pyoco_jax.sample.inputs import sampling_inputs
 from pyoco_jax.sample.sampler import make_sampler, sample_videos
 from pyoco_jax.train.build import build_model, build_run
@@ -49,7 +50,8 @@ def sample(config):
     """`inputs -> uint8 videos` of a freshly initialised text model: one jitted sampler for every test."""
     graphdef, params, frozen = split_model(build_model(config, 0), config.optim.trainable)
     sampler = make_sampler(graphdef, make_formulation(config.diffusion), config, config.sample.num_steps)
-    return lambda inputs: sample_videos(sampler, params, frozen, config, seed=0, num=NUM, **inputs)
+    decode = latent_decoder(config)  # As the trainer builds it: once, beside the sampling inputs.
+    return lambda inputs: sample_videos(sampler, params, frozen, config, seed=0, num=NUM, decode=decode, **inputs)
 
 
 @pytest.mark.slow
