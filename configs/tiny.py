@@ -13,8 +13,8 @@ import ml_collections
 from pyoco_jax.configs import default
 
 
-def get_config() -> ml_collections.ConfigDict:
-    c = default.get_config()
+def shapes_data(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The tiny jobs' data, shared with configs/tiny_dit.py: one shape per clip, 8 frames of 16x16, 4 classes."""
     c.data.source = "synthetic"
     c.data.num_frames = 8
     c.data.resolution = 16
@@ -23,6 +23,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.shape_size = (0.25, 0.38)  # Large enough to tell the shapes apart at 16x16.
     c.data.global_batch_size = 8
     c.model.num_classes = 4
+    return c
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = shapes_data(default.get_config())
     c.model.block_out_channels = (16, 32, 64)
     c.model.attention_levels = (False, False, True)
     c.model.num_attention_heads = 4

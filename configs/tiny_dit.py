@@ -15,20 +15,12 @@ configs/tiny.py's U-Net: 78%), measured with pyoco-sample --shape_accuracy.
 """
 
 import ml_collections
-from pyoco_jax.configs import default
+from pyoco_jax.configs import default, tiny
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = default.get_config()
-    c.data.source = "synthetic"
-    c.data.num_frames = 8
-    c.data.resolution = 16
-    c.data.num_classes = 4
-    c.data.max_objects = 1
-    c.data.shape_size = (0.25, 0.38)  # Large enough to tell the shapes apart at 16x16.
-    c.data.global_batch_size = 8
+    c = tiny.shapes_data(default.get_config())
     c.model.backbone = "dit"
-    c.model.num_classes = 4
     c.model.dit.patch_size = (1, 4, 4)  # 4 x 4 tokens per frame: 128 per clip, cheap attention on a CPU.
     c.model.dit.num_attention_heads = 4
     c.model.dit.attention_head_dim = 32  # Width 128.
