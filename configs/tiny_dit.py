@@ -8,10 +8,8 @@ Flow matching with logit-normal training times and Wan's sampler (UniPC, order 2
 through the DiT's class embedding, dropped 10% of the time for classifier-free guidance. 16x16 frames in
 (1, 4, 4) patches are 4 x 4 x 8 = 128 tokens per clip: attention over more tokens is what costs a CPU.
 
-Measured on 2 CPU cores: the training step runs 6.4 steps/s alone, 4.0 beside other jobs (1.7x configs/tiny.py's
-rate under the same load), so 1500 steps take 4 to 6 minutes, plus about a minute to compile and sample. After
-1500 steps, 62.5% of 32 samples show their requested shape at guidance 7 (95% interval 45-77%; 53% at guidance 4;
-configs/tiny.py's U-Net: 78%), measured with pyoco-sample --shape_accuracy.
+Measured on 2 CPU cores: the training step runs 6.4 steps/s alone and 3.9 beside another job, so 1500
+steps take 4 to 7 minutes. Shape accuracy and colour drift of 64 samples, with the command, are in the README.
 """
 
 import ml_collections
