@@ -34,6 +34,7 @@ TEST = (
         # WanTransformer3DModel arrived in 0.33.0; 0.35.0 is the first that normalises q/k whatever `qk_norm`
         # says, as our WanTransformer does (tests/models/test_wan_transformer.py compares the two).
         "diffusers>=0.35",
+        "peft>=0.15",  # diffusers' load_lora_weights needs it (tests/models/test_lora.py loads our Wan LoRA).
         "transformers>=4.40",
         "ruff>=0.6",
     ]

@@ -151,6 +151,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.dit.eps = 1e-6  # Epsilon of every norm.
     c.model.dit.rope_max_seq_len = 1024  # Most patches along any axis (RoPE table length).
     c.model.dit.scan_layers = True  # Run the blocks as one scan (compile time flat in depth), else unrolled.
+    # LoRA (models/lora.py), either backbone: adapters on the linear layers whose path matches `targets`; only
+    # they (and what optim.trainable names) train, the base stays frozen. Exports fold them into the weights.
+    c.model.lora = ml_collections.ConfigDict()
+    c.model.lora.rank = 0  # 0: no adapters (full fine-tuning, or what optim.trainable names).
+    c.model.lora.alpha = 0.0  # The update is scaled by alpha / rank (0: alpha = rank, scale 1).
+    c.model.lora.dropout = 0.0  # Dropout on the adapters' input, in training only.
+    # Regex over layer paths ('blocks/attn1/to_q', 'down_blocks/1/attentions/0/transformer_blocks/0/attn2/to_v'):
+    # the self- and cross-attention projections, as diffusers' LoRA trainers default to.
+    c.model.lora.targets = r"attn[12]/(to_q|to_k|to_v|to_out)$"
     c.model.temporal = ml_collections.ConfigDict()  # (U-Net) Temporal layers.
     c.model.temporal.levels = (0, 1)  # Resolution levels that get temporal layers.
     c.model.temporal.mid = True  # Temporal layers in the mid block too.

@@ -3,10 +3,12 @@
 What it is for today: sizing and compiling a Wan-class run before hardware is booked, e.g.
   pyoco-train --config configs/wan21_1_3b.py --plan v5p:2x2x1
 prints the step's memory per device, FLOPs and a roofline step time (no data, no weights read). The DiT
-is diffusers' WanTransformer3DModel (same parameters; the export is a loadable folder); training it needs
-what pyoco_jax does not have yet: Wan's VAE (16-channel latents, 8x spatial and 4x temporal compression)
-and its UMT5-XXL text encoder (4096-wide tokens), so a latent cache (pyoco-prepare's layout) of those must
-come from elsewhere, and `train.init_from` cannot load Wan's weights (the DiT trains from scratch).
+is diffusers' WanTransformer3DModel (same parameters; the export is a loadable folder). Fine-tuning Wan:
+  --config.train.init_from=PATH/Wan2.1-T2V-1.3B-Diffusers   (the pipeline folder; its transformer/ is read)
+  --config.model.lora.rank=32                                (LoRA; without it every weight trains)
+Training it needs what pyoco_jax does not have yet: Wan's VAE (16-channel latents, 8x spatial and 4x
+temporal compression) and its UMT5-XXL text encoder (4096-wide tokens), so a latent cache (pyoco-prepare's
+layout) of those must come from elsewhere.
 
 Shapes: 81 frames are 1 + 80 / 4 = 21 latent frames; 480p (480x832) is 60x104 latents. Frames are square
 here (data.resolution), so 80x80 latents stand in for 480p: 40 x 40 = 1600 patches per frame against

@@ -135,6 +135,8 @@ NON_NEGATIVE = (
     "model.cross_attention_dim",
     "model.num_classes",
     "model.freq_shift",
+    "model.lora.rank",
+    "model.lora.alpha",
     "optim.warmup_steps",
     "optim.weight_decay",
     "optim.grad_clip_norm",
@@ -157,9 +159,9 @@ UNIT_INTERVAL = (  # [0, 1]
     "optim.label_drop_rate",
     "sample.eta",
 )
-BELOW_ONE = ("optim.ema_decay", "optim.b1", "optim.b2")  # [0, 1)
+BELOW_ONE = ("optim.ema_decay", "optim.b1", "optim.b2", "model.lora.dropout")  # [0, 1)
 MAY_BE_INFINITE = ("sample.s_tmax",)  # EDM's "churn at every noise level".
-REGEXES = ("optim.trainable", "optim.lr_scale_pattern")
+REGEXES = ("optim.trainable", "optim.lr_scale_pattern", "model.lora.targets")
 # `model` keys both backbones read; the section's other keys are the U-Net's, and `model.dit` holds the DiT's.
 SHARED_MODEL_KEYS = (
     "backbone",
@@ -171,6 +173,7 @@ SHARED_MODEL_KEYS = (
     "param_dtype",
     "remat",
     "attention_backend",
+    "lora",
     "dit",
 )
 
@@ -383,7 +386,6 @@ def _check_dit(config: ml_collections.ConfigDict) -> None:
     require(not model.fps_conditioning, "model.fps_conditioning", "the DiT has no frame-rate embedding; set False")
     require(not config.condition.frames, "condition.frames", "the DiT takes no given frames; set it to ''")
     require(config.condition.low_res_factor <= 1, "condition.low_res_factor", "the DiT takes no low-res clip; set 0")
-    require(not config.train.init_from, "train.init_from", "loads U-Net weights; the DiT trains from scratch")
     try:
         wan = wan_config(model)
     except ValueError as err:

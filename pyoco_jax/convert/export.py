@@ -19,6 +19,11 @@ safetensors, `convert.wan_transformer.save_wan_transformer`) beside `pyoco_confi
 `WanTransformer3DModel.from_pretrained(OUT)` as it is. A DiT trained without text (model.cross_attention_dim
 0) has text_dim 1 and is given one zero token, `encoder_hidden_states` of shape (B, 1, 1). A DiT with a class
 embedding has no diffusers equivalent: its safetensors export is refused, its Orbax export holds everything.
+
+A LoRA run (model.lora.rank > 0) exports its adapters merged into the weights (W + alpha/rank A B), with
+`pyoco_config.json` saying rank 0; a DiT's safetensors export also writes the adapters alone as
+`pytorch_lora_weights.safetensors`, which diffusers' `WanPipeline.load_lora_weights(OUT)` loads onto the
+base model.
 """
 
 import json
@@ -37,8 +42,9 @@ from pyoco_jax.convert.clip import filled_model
 from pyoco_jax.convert.diffusers_names import CONFIG_NAME, WEIGHTS_NAME, convert_state_dict
 from pyoco_jax.convert.diffusers_names import RENAMES as DIFFUSERS_RENAMES
 from pyoco_jax.convert.merge import CLASS_TABLE, NEW_PARAM_PATTERN, ConversionError
-from pyoco_jax.convert.wan_transformer import read_wan_params, save_wan_transformer
+from pyoco_jax.convert.wan_transformer import read_wan_params, save_wan_lora, save_wan_transformer
 from pyoco_jax.convert.weight_files import read_safetensors
+from pyoco_jax.models.lora import lora_spec, merge_lora_params
 from pyoco_jax.train.build import Backbone, build_model
 
 VIDEO_WEIGHTS_NAME = "video.safetensors"
@@ -151,6 +157,13 @@ def _cast(params: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
     return {k: np.asarray(v).astype(target) for k, v in params.items()}
 
 
+def without_lora(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with `model.lora.rank` = 0: the config of a LoRA run's merged weights."""
+    plain = ml_collections.ConfigDict(config.to_dict())
+    plain.model.lora.rank = 0
+    return plain
+
+
 def _write_config(config: ml_collections.ConfigDict, out: Path) -> None:
     (out / EXPERIMENT_CONFIG_NAME).write_text(json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True))
 
@@ -162,9 +175,15 @@ def export(
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
     out = Path(out)
+    spec = lora_spec(config.model)
+    adapters = params
+    if spec is not None:  # Exported merged, as the plain model the adapters make.
+        params, config = merge_lora_params(params, spec.scale), without_lora(config)
     if fmt == "safetensors" and config.model.backbone == "dit":
         model = filled_model(lambda: build_model(config, 0), params, "the DiT to export")
         save_wan_transformer(model, out, dtype=dtype)  # Refuses a class embedding before writing.
+        if spec is not None:
+            save_wan_lora(adapters, spec.scale, out, dtype=dtype)
         _write_config(config, out)
         return sorted(p for p in out.rglob("*") if p.is_file())
     out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from pyoco_jax.errors import UserError
 
 # Parameters an image checkpoint may lack: they keep their fresh initialisation.
 NEW_PARAM_PATTERN = re.compile(
-    r"(^|\.)(temporal_\w+|adaptor|fps_embedding|class_embedding|conv_in_condition|augmentation_embedding)(\.|$)"
+    r"(^|\.)(temporal_\w+|adaptor|fps_embedding|class_embedding|conv_in_condition|augmentation_embedding|lora)(\.|$)"
 )
 CLASS_TABLE = "class_embedding.embedding"
 _MAX_LISTED = 20

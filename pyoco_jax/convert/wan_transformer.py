@@ -26,11 +26,14 @@ from pyoco_jax.convert.merge import ConversionError, flat_params
 from pyoco_jax.convert.weight_files import has_weight_files, read_weight_files, weight_files
 from pyoco_jax.models.dit import WanConfig, WanTransformer
 from pyoco_jax.models.layers import Precision
+from pyoco_jax.models.lora import adapted_modules
 
 SUBFOLDER = "transformer"
 INDEX_NAME = f"{WEIGHTS_NAME}.index.json"
 SHARD_NAME = "diffusion_pytorch_model-{index:05d}-of-{count:05d}.safetensors"
 MAX_SHARD_BYTES = 10 * 10**9  # diffusers' default max_shard_size ("10GB")
+LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default LoRA file name.
+LORA_PREFIX = "transformer"  # The Wan pipeline's component the adapters belong to.
 # (diffusers, ours) module-name pieces.
 RENAMES = (
     (".to_out.0.", ".to_out."),
@@ -240,3 +243,32 @@ def save_wan_transformer(
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (folder / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
     return [folder / CONFIG_NAME, folder / INDEX_NAME, *files]
+
+
+def diffusers_lora_state_dict(params: dict[str, np.ndarray], scale: float) -> dict[str, np.ndarray]:
+    """The LoRA adapters in `params` (our dotted names) as the PEFT tensors diffusers' Wan pipeline
+    `load_lora_weights` reads: `transformer.<module>.lora_A.weight` (rank, in) and `lora_B.weight` (out, rank),
+    per block. The file has no alphas, so diffusers scales by 1: `scale` (alpha / rank) is folded into B."""
+    out = {}
+    for module in adapted_modules(params):
+        down, up = np.asarray(params[f"{module}.lora.a"]), np.asarray(params[f"{module}.lora.b"])
+        up = (up.astype(np.float32) * scale).astype(up.dtype)
+        layers = list(enumerate(zip(down, up, strict=True))) if module.startswith(_STACKED) else [(None, (down, up))]
+        for layer, (a, b) in layers:
+            theirs = _renamed(module.removeprefix(_STACKED) + ".", tuple((o, d) for d, o in RENAMES)).rstrip(".")
+            name = f"{LORA_PREFIX}.{theirs}" if layer is None else f"{LORA_PREFIX}.blocks.{layer}.{theirs}"
+            out[f"{name}.lora_A.weight"] = np.ascontiguousarray(a.T)
+            out[f"{name}.lora_B.weight"] = np.ascontiguousarray(b.T)
+    return out
+
+
+def save_wan_lora(params: dict[str, np.ndarray], scale: float, path: str | Path, dtype: str | None = None) -> Path:
+    """Writes the adapters of `params` as `path/pytorch_lora_weights.safetensors` (the file diffusers'
+    `load_lora_weights(path)` looks for), cast to `dtype` if given; returns the file."""
+    tensors = diffusers_lora_state_dict(params, scale)
+    if dtype is not None:
+        tensors = {name: value.astype(jnp.dtype(dtype)) for name, value in tensors.items()}
+    file = Path(path) / LORA_WEIGHTS_NAME
+    file.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, file, metadata={"format": "pt"})
+    return file

@@ -31,7 +31,10 @@ def _param(rngs: KeySource, init, names: tuple, shape: tuple, dtype: jnp.dtype) 
 
 
 class Dense(nnx.Module):
-    """y = x @ kernel + bias; kernel (in, out) carries logical names `names`."""
+    """y = x @ kernel + bias; kernel (in, out) carries logical names `names`.
+
+    `lora` is a low-rank adapter (models/lora.py) that `add_lora` attaches to chosen layers after building.
+    """
 
     def __init__(
         self,
@@ -52,11 +55,14 @@ class Dense(nnx.Module):
             if use_bias
             else None
         )
+        self.lora = nnx.data(None)  # A LoraAdapter once add_lora picks this layer.
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
+        if self.lora is not None:
+            y = y + self.lora(x, self.dtype)
         return y
 
 

@@ -14,6 +14,7 @@ from pyoco_jax.conditioning import is_conditioned
 from pyoco_jax.config import apply_overrides
 from pyoco_jax.diffusion import make_formulation
 from pyoco_jax.errors import UserError
+from pyoco_jax.models.lora import trainable_pattern
 from pyoco_jax.sample.decode import is_latent, make_latent_decoder, make_latent_encoder
 from pyoco_jax.sample.inputs import sampling_inputs
 from pyoco_jax.sample.sampler import make_sampler, sample_model_space
@@ -95,6 +96,6 @@ def load_run_sampler(
     config, step, weights = checkpoint_weights(workdir, step, ema=ema)
     if overrides:
         config = apply_overrides(config, overrides)
-    graphdef, params, frozen = split_model(model_from_weights(config, weights), config.optim.trainable)
+    graphdef, params, frozen = split_model(model_from_weights(config, weights), trainable_pattern(config))
     sampler = make_sampler(graphdef, make_formulation(config.diffusion), config, num_steps or config.sample.num_steps)
     return RunSampler(config, step, sampler, params, frozen)

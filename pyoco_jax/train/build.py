@@ -17,6 +17,7 @@ from pyoco_jax import parallel
 from pyoco_jax.diffusion import make_formulation
 from pyoco_jax.errors import ConfigError
 from pyoco_jax.models.dit import WanTransformer, dit_from_config
+from pyoco_jax.models.lora import add_lora, lora_spec, trainable_pattern
 from pyoco_jax.models.unet import VideoUNet
 from pyoco_jax.train.optimizer import make_optimizer, path_mask
 from pyoco_jax.train.state import TrainState, create_train_state, split_model
@@ -28,14 +29,20 @@ Backbone = VideoUNet | WanTransformer
 
 
 def build_model(config: ml_collections.ConfigDict, seed: int) -> Backbone:
-    """A freshly initialised `model.backbone` (pretrained weights are merged in after init, on the host).
+    """A freshly initialised `model.backbone`, with LoRA adapters if `model.lora.rank` > 0 (pretrained
+    weights are merged in after init, on the host).
 
     Both take the same keyword call, `model(x, t, context=, labels=, fps=, condition=, augmentation=)`;
     what the DiT lacks (fps, condition) the config refuses before this is built.
     """
     if config.model.backbone == "dit":
-        return dit_from_config(config.model, rngs=nnx.Rngs(seed))
-    return VideoUNet(config.model, num_frames=config.data.num_frames, rngs=nnx.Rngs(seed))
+        model = dit_from_config(config.model, rngs=nnx.Rngs(seed))
+    else:
+        model = VideoUNet(config.model, num_frames=config.data.num_frames, rngs=nnx.Rngs(seed))
+    spec = lora_spec(config.model)
+    if spec is not None:
+        add_lora(model, spec, seed)
+    return model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,13 +55,13 @@ class RunParts:
     def init_state(self, config: ml_collections.ConfigDict) -> TrainState:
         """A fresh state; call under jit with out_shardings to create it sharded."""
         model = build_model(config, config.seed)
-        return create_train_state(model, self.optimizer, config.optim.trainable, config.seed)[1]
+        return create_train_state(model, self.optimizer, trainable_pattern(config), config.seed)[1]
 
 
 def build_run(config: ml_collections.ConfigDict) -> RunParts:
     optimizer = make_optimizer(config.optim, int(config.train.num_steps))
     abstract_model = nnx.eval_shape(lambda: build_model(config, config.seed))
-    graphdef, _, _ = split_model(abstract_model, config.optim.trainable)
+    graphdef, _, _ = split_model(abstract_model, trainable_pattern(config))
     parts = RunParts(graphdef, make_formulation(config.diffusion), optimizer, None)
     abstract_state = jax.eval_shape(lambda: parts.init_state(config))
     _check_lr_scale_pattern(config.optim, abstract_state.params)

@@ -1,14 +1,16 @@
-"""Starting a video run from a pretrained image U-Net: 2D weights loaded, temporal layers new.
+"""Starting a run from pretrained weights: an image U-Net's 2D weights with new temporal layers, or a Wan DiT.
 
-`train.init_from` is a diffusers U-Net (or pipeline) folder, or another pyoco_jax run's workdir (its
-latest checkpoint's EMA weights): PYoCo's recipe of pretraining an image model, then fine-tuning it on
-video with the temporal layers added (they start as the identity, so the video model first acts as
-the image model on every frame). The fresh state is built (and sharded) first; the pretrained tensors
-are then put in place with each array's sharding, so a large model is never materialised twice.
-Where the pretrained pipeline has a scheduler config, or the pretrained run its config, the run's
-diffusion settings must agree with how the U-Net was trained, or the run is refused before any loading.
+`train.init_from` is a diffusers U-Net (or pipeline) folder, a diffusers Wan transformer (or pipeline)
+folder for a DiT run, or another pyoco_jax run's workdir (its latest checkpoint's EMA weights). For the
+U-Net it is PYoCo's recipe of pretraining an image model, then fine-tuning it on video with the temporal
+layers added (they start as the identity, so the video model first acts as the image model on every
+frame). The fresh state is built (and sharded) first; the pretrained tensors are then put in place with
+each array's sharding, so a large model is never materialised twice. Where the pretrained pipeline has a
+scheduler config, or the pretrained run its config, the run's diffusion settings must agree with how the
+network was trained, or the run is refused before any loading.
 """
 
+import dataclasses
 import math
 
 import jax
@@ -23,7 +25,10 @@ from pyoco_jax.config_rules import get
 from pyoco_jax.convert.diffusers import load_unet_params
 from pyoco_jax.convert.merge import merge_params
 from pyoco_jax.convert.pipeline import scheduler_config
+from pyoco_jax.convert.wan_transformer import read_wan_params
 from pyoco_jax.errors import ConfigError
+from pyoco_jax.models.dit import WanConfig, wan_config
+from pyoco_jax.models.lora import trainable_pattern
 from pyoco_jax.train.build import RunParts
 from pyoco_jax.train.checkpoint import CHECKPOINTS
 from pyoco_jax.train.state import TrainState, trainable_filter
@@ -108,8 +113,34 @@ def check_same_diffusion(config: ml_collections.ConfigDict, pretrained: ml_colle
             )
 
 
+def wan_tensors(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+    """The diffusers Wan transformer `train.init_from` names, by our names; refused unless the run's DiT has
+    its architecture and trains with flow matching, as every Wan model was."""
+    path = config.train.init_from
+    theirs, tensors = read_wan_params(path)
+    ours = wan_config(config.model)
+    different = [
+        f"{field.name} {getattr(ours, field.name)!r} (the folder: {getattr(theirs, field.name)!r})"
+        for field in dataclasses.fields(WanConfig)
+        if getattr(ours, field.name) != getattr(theirs, field.name)
+    ]
+    if different:
+        raise ConfigError(
+            f"config key 'model.dit': the run's DiT is not the transformer of train.init_from={path!r}: "
+            f"{', '.join(different)}; set model.dit.* and model.in_channels/out_channels/cross_attention_dim to "
+            "the folder's (configs/wan21_1_3b.py and wan21_14b.py have Wan 2.1's)"
+        )
+    if config.diffusion.formulation != "flow":
+        raise ConfigError(
+            f"config key 'diffusion.formulation': is {config.diffusion.formulation!r}, but train.init_from={path!r} "
+            "is a Wan transformer, trained with flow matching; set it to 'flow'"
+        )
+    return tensors
+
+
 def pretrained_tensors(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-    """The U-Net weights `train.init_from` names: a pyoco_jax run's latest EMA weights, else a diffusers U-Net."""
+    """The weights `train.init_from` names: a pyoco_jax run's latest EMA weights, else a diffusers U-Net (or,
+    for a DiT run, a diffusers Wan transformer) folder."""
     path = config.train.init_from
     if is_run_directory(path):
         from pyoco_jax.train.weights import checkpoint_weights
@@ -117,17 +148,20 @@ def pretrained_tensors(config: ml_collections.ConfigDict) -> dict[str, np.ndarra
         pretrained, _, tensors = checkpoint_weights(path, ema=True)
         check_same_diffusion(config, pretrained)
         return tensors
+    if config.model.backbone == "dit":
+        return wan_tensors(config)
     check_pretrained_training(config)
     return load_unet_params(path, cache_dir=config.train.convert_cache_dir or None)[1]
 
 
 def init_from_pretrained(state: TrainState, parts: RunParts, config: ml_collections.ConfigDict) -> TrainState:
-    """`state` with the U-Net of `config.train.init_from` merged in; EMA and optimizer restarted."""
+    """`state` with the network of `config.train.init_from` merged in (a LoRA run's adapters stay new);
+    EMA and optimizer restarted."""
     tensors = pretrained_tensors(config)
     model = nnx.merge(parts.graphdef, state.params, state.frozen)
     merged, report = merge_params(nnx.state(model, nnx.Param), tensors)
     nnx.update(model, merged)
-    _, params, frozen = nnx.split(model, trainable_filter(config.optim.trainable), ...)
+    _, params, frozen = nnx.split(model, trainable_filter(trainable_pattern(config)), ...)
     logging.info("Initialised from %s: %s", config.train.init_from, report.summary())
     opt_shardings = jax.tree.map(lambda x: x.sharding, state.opt_state)
     return state.replace(

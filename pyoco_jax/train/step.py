@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from pyoco_jax import parallel
 from pyoco_jax.conditioning import is_conditioned, training_condition
+from pyoco_jax.models.lora import enable_dropout, lora_spec
 from pyoco_jax.train.state import TrainState
 from pyoco_jax.video_range import video_to_model_range
 
@@ -74,6 +75,8 @@ def make_loss_and_grads(
     prior = config.noise.prior
     alpha = float(config.noise.alpha)
     conditioned = is_conditioned(config)
+    spec = lora_spec(model_config)
+    lora_dropout = spec is not None and spec.dropout > 0
     video_layout = None if mesh is None else NamedSharding(mesh, parallel.video_spec(mesh))
 
     def constrain(video: jax.Array) -> jax.Array:
@@ -83,6 +86,8 @@ def make_loss_and_grads(
         # Fresh Variables inside this trace: frozen params come from the outer (jit) trace, and nnx.remat
         # refuses to update Variables created at another trace level.
         model = nnx.merge(graphdef, params, frozen, copy=True)
+        if lora_dropout:
+            enable_dropout(model, keys)
         x0 = video_to_model_range(micro["video"])
         labels = drop_condition(micro["label"], keys, optim.label_drop_rate, null_label) if use_labels else None
         context = micro.get("context")
