@@ -27,7 +27,7 @@ from pyoco_jax.models.dit import wan_config
 from pyoco_jax.models.layers import COMPUTE_DTYPES, PARAM_DTYPES
 from pyoco_jax.models.remat import REMAT_MODES
 from pyoco_jax.models.temporal import ARRANGEMENTS, POSITION_ENCODINGS
-from pyoco_jax.models.video_vae import TRAINABLE_PARTS
+from pyoco_jax.models.vae.video import TRAINABLE_PARTS
 from pyoco_jax.noise import PRIORS
 from pyoco_jax.train.build import BACKBONES
 from pyoco_jax.train.optimizer import SCHEDULES

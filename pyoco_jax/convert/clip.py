@@ -24,7 +24,7 @@ from pyoco_jax.convert.merge import ConversionError, merge_params
 from pyoco_jax.convert.weight_files import has_weight_files, read_weight_files, weight_files
 from pyoco_jax.models.layers import Precision
 from pyoco_jax.models.text import TextEncoder, TextEncoderConfig
-from pyoco_jax.models.tokenizer import CONTEXT_LENGTH, END_OF_TEXT, START_OF_TEXT, ClipTokenizer
+from pyoco_jax.models.text.tokenizer import CONTEXT_LENGTH, END_OF_TEXT, START_OF_TEXT, ClipTokenizer
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

@@ -16,10 +16,10 @@ from flax import nnx
 
 from pyoco_jax.convert.clip import CONFIG_NAME, convert_state_dict, filled_model, load_tokenizer, read_weights
 from pyoco_jax.convert.merge import ConversionError
-from pyoco_jax.models.clip_vision import ClipModel, VisionEncoderConfig
 from pyoco_jax.models.layers import Precision
 from pyoco_jax.models.text import TextEncoderConfig
-from pyoco_jax.models.tokenizer import ClipTokenizer
+from pyoco_jax.models.text.clip import ClipModel, VisionEncoderConfig
+from pyoco_jax.models.text.tokenizer import ClipTokenizer
 
 TEXT_PREFIX, VISION_PREFIX = "text_model.", "vision_model."
 _PATCH = "embeddings.patch_embedding.weight"

@@ -19,7 +19,7 @@ from pyoco_jax.convert.merge import ConversionError, merge_params
 from pyoco_jax.convert.weight_files import has_weight_files, read_weight_files, weight_files
 from pyoco_jax.models.layers import Precision
 from pyoco_jax.models.vae import AutoencoderKL
-from pyoco_jax.models.vae_config import VAEConfig
+from pyoco_jax.models.vae.config import VAEConfig
 
 PICKLE_NAME = "diffusion_pytorch_model.bin"
 # Attention names of checkpoints saved before diffusers renamed its VAE attention block.

@@ -32,7 +32,7 @@ from flax import nnx
 
 from pyoco_jax.convert.clip import checked_ids
 from pyoco_jax.convert.clip_model import load_clip_model
-from pyoco_jax.models.clip_vision import ClipModel
+from pyoco_jax.models.text.clip import ClipModel
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

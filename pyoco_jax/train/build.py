@@ -23,7 +23,7 @@ from pyoco_jax.train.optimizer import make_optimizer, path_mask
 from pyoco_jax.train.state import TrainState, create_train_state, split_model
 from pyoco_jax.train.step import make_train_step
 
-# model.backbone: the video U-Net (models/unet.py) | the Wan-class video transformer (models/dit).
+# model.backbone: the video U-Net (models/unet) | the Wan-class video transformer (models/dit).
 BACKBONES = ("unet", "dit")
 Backbone = VideoUNet | WanTransformer
 

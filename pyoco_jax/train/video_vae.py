@@ -24,7 +24,7 @@ from pyoco_jax import parallel
 from pyoco_jax.config import ConfigError, validate
 from pyoco_jax.convert.vae import load_vae
 from pyoco_jax.data.loader import make_loader, make_source
-from pyoco_jax.models.video_vae import TRAINABLE_PARTS, TemporalDecoderSpec, VideoVAE, video_vae_from_image
+from pyoco_jax.models.vae.video import TRAINABLE_PARTS, TemporalDecoderSpec, VideoVAE, video_vae_from_image
 from pyoco_jax.train.checkpoint import Checkpointer, abstract_like
 from pyoco_jax.train.metrics import MetricLogger
 from pyoco_jax.train.preemption import PreemptionWatch

@@ -14,8 +14,8 @@ from etils import epath
 from flax import nnx
 
 from pyoco_jax.models.layers import Precision
-from pyoco_jax.models.vae_config import VAEConfig
-from pyoco_jax.models.video_vae import TemporalDecoderSpec, VideoVAE
+from pyoco_jax.models.vae.config import VAEConfig
+from pyoco_jax.models.vae.video import TemporalDecoderSpec, VideoVAE
 
 PARAMS = "params"
 ARCHITECTURE = "architecture.json"

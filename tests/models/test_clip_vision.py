@@ -9,7 +9,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 from pyoco_jax.convert.clip import filled_model, read_weights
 from pyoco_jax.convert.clip_model import convert_vision_state_dict
 from pyoco_jax.models import axes
-from pyoco_jax.models.clip_vision import VisionEncoder, VisionEncoderConfig
+from pyoco_jax.models.text.clip import VisionEncoder, VisionEncoderConfig
 from tests.models.clip_testing import randomise
 
 CONFIGS = {

@@ -9,9 +9,9 @@ import pytest
 from flax import nnx
 
 from pyoco_jax.models.adaptor import FrameAdaptor
-from pyoco_jax.models.blocks import DownStage, StageOptions
 from pyoco_jax.models.layers import Conv2d, Precision
 from pyoco_jax.models.temporal import TemporalAttention, TemporalConv, TemporalSpec
+from pyoco_jax.models.unet.stages import DownStage, StageOptions
 from tests.models.model_testing import make_rngs, perturb
 
 B, F, H, W, C = 2, 5, 2, 3, 8

@@ -8,7 +8,7 @@ import pytest
 import transformers
 
 from pyoco_jax.convert.clip import load_tokenizer
-from pyoco_jax.models.tokenizer import ClipTokenizer
+from pyoco_jax.models.text.tokenizer import ClipTokenizer
 from tests.models.clip_testing import CORPUS, save_vocab
 
 PROMPTS = [

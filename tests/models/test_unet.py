@@ -9,10 +9,10 @@ import pytest
 from flax import nnx
 
 from pyoco_jax.convert.merge import merge_params
-from pyoco_jax.models.blocks import DownStage, StageOptions
 from pyoco_jax.models.layers import Precision
 from pyoco_jax.models.temporal import TemporalSpec
 from pyoco_jax.models.unet import VideoUNet
+from pyoco_jax.models.unet.stages import DownStage, StageOptions
 from tests.models.model_testing import make_rngs, perturb, tiny_model_config
 
 FRAMES = 3

@@ -15,8 +15,8 @@ from pyoco_jax.convert.merge import ConversionError, flat_params
 from pyoco_jax.convert.vae import load_vae
 from pyoco_jax.models import axes
 from pyoco_jax.models.vae import AutoencoderKL
-from pyoco_jax.models.vae_config import VAEConfig
-from pyoco_jax.models.video_vae import TemporalDecoderSpec, VideoVAE
+from pyoco_jax.models.vae.config import VAEConfig
+from pyoco_jax.models.vae.video import TemporalDecoderSpec, VideoVAE
 from tests.models.vae_testing import save_tiny_vae, to_nchw, to_nhwc
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"

@@ -7,8 +7,8 @@ from flax import nnx
 
 from pyoco_jax.convert.merge import NEW_PARAM_PATTERN, flat_params
 from pyoco_jax.convert.vae import load_vae
-from pyoco_jax.models.vae_config import VAEConfig
-from pyoco_jax.models.video_vae import TemporalDecoderSpec, VideoVAE, video_vae_from_image
+from pyoco_jax.models.vae.config import VAEConfig
+from pyoco_jax.models.vae.video import TemporalDecoderSpec, VideoVAE, video_vae_from_image
 from tests.models.model_testing import make_rngs, perturb
 from tests.models.vae_testing import save_tiny_vae
 

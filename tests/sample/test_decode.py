@@ -5,7 +5,7 @@ from flax import nnx
 
 from pyoco_jax.config import load_config
 from pyoco_jax.convert.vae import load_vae
-from pyoco_jax.models.video_vae import TemporalDecoderSpec, video_vae_from_image
+from pyoco_jax.models.vae.video import TemporalDecoderSpec, video_vae_from_image
 from pyoco_jax.sample.decode import is_latent, make_latent_decoder
 from pyoco_jax.train.video_vae_checkpoint import save_video_vae
 from tests.models.vae_testing import save_tiny_vae

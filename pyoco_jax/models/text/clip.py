@@ -18,7 +18,7 @@ from flax import nnx
 from pyoco_jax.models import axes
 from pyoco_jax.models.keys import KeySource, ParamKeys
 from pyoco_jax.models.layers import Dense, LayerNorm, Precision
-from pyoco_jax.models.text import (
+from pyoco_jax.models.text.encoder import (
     Embedding,
     Encoder,
     TextEncoder,

@@ -8,7 +8,7 @@ transpose (`pyoco_jax.convert.vae`). Video goes through the image VAE with its f
 into the batch (`per_frame`, `encode_video`, `decode_video`).
 
 The decoder optionally takes a temporal layer after every up-block ResNet and after the mid
-block; that is the VideoVAE (`pyoco_jax.models.video_vae`), which shares all 2D code with this one.
+block; that is the VideoVAE (`pyoco_jax.models.vae.video`), which shares all 2D code with this one.
 """
 
 from collections.abc import Callable
@@ -21,8 +21,8 @@ from flax import nnx
 from pyoco_jax.models.keys import KeySource, ParamKeys
 from pyoco_jax.models.layers import Conv2d, GroupNorm, Precision
 from pyoco_jax.models.resnet import Upsample
-from pyoco_jax.models.vae_blocks import EPS, VAEDownsample, VAEMidBlock, VAEResnetBlock
-from pyoco_jax.models.vae_config import VAEConfig
+from pyoco_jax.models.vae.blocks import EPS, VAEDownsample, VAEMidBlock, VAEResnetBlock
+from pyoco_jax.models.vae.config import VAEConfig
 
 # channels -> a module called as `layer(x, frames)` on (B*F, H, W, C), returning the same shape.
 TemporalFactory = Callable[[int], nnx.Module]

@@ -17,9 +17,9 @@ from flax import nnx
 from pyoco_jax.models.keys import KeySource, ParamKeys
 from pyoco_jax.models.layers import Conv2d, Precision
 from pyoco_jax.models.temporal import POSITION_ENCODINGS, TemporalAttention, TemporalConv
-from pyoco_jax.models.vae import AutoencoderKL, Decoder, check_frames, check_video
-from pyoco_jax.models.vae_blocks import EPS
-from pyoco_jax.models.vae_config import VAEConfig
+from pyoco_jax.models.vae.autoencoder import AutoencoderKL, Decoder, check_frames, check_video
+from pyoco_jax.models.vae.blocks import EPS
+from pyoco_jax.models.vae.config import VAEConfig
 
 # What a VideoVAE fine-tune may update (`vae.trainable`) -> regex over parameter paths; the encoder never trains.
 TRAINABLE_PARTS = {"temporal": "temporal_", "decoder": ""}

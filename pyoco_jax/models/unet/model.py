@@ -17,12 +17,12 @@ import ml_collections
 from flax import nnx
 
 from pyoco_jax.models.attention import BACKENDS
-from pyoco_jax.models.blocks import DownStage, MidStage, StageOptions, UpStage
 from pyoco_jax.models.embeddings import LabelEmbedding, TimestepEmbedding, sinusoidal_embedding
 from pyoco_jax.models.keys import ParamKeys
 from pyoco_jax.models.layers import Conv2d, GroupNorm, Precision
 from pyoco_jax.models.remat import REMAT_MODES
 from pyoco_jax.models.temporal import TemporalSpec
+from pyoco_jax.models.unet.stages import DownStage, MidStage, StageOptions, UpStage
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
