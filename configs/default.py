@@ -104,7 +104,7 @@ def get_config() -> ml_collections.ConfigDict:
     # the other's keys at values other than these defaults, so none is silently ignored. ----
     c.model = ml_collections.ConfigDict()
     # unet: the video U-Net (2D part mirrors diffusers' UNet2DConditionModel) | dit: a Wan-2.1-class video
-    # transformer (model.dit; no fps conditioning, no condition input, trains from scratch).
+    # transformer (model.dit; no fps conditioning, no condition input; train.init_from a Wan folder).
     c.model.backbone = "unet"
     c.model.in_channels = 3
     c.model.out_channels = 3

@@ -40,11 +40,6 @@ def test_impossible_backbone_settings_name_their_key(config, overrides, key):
         load_config(config, overrides, reads_data=False)
 
 
-def test_the_dit_trains_from_scratch(tmp_path):
-    with pytest.raises(ConfigError, match="config key 'train.init_from': loads U-Net weights"):
-        load_config(TINY_DIT, [f"train.init_from={tmp_path}"], reads_data=False)
-
-
 @pytest.mark.parametrize(
     ("name", "published", "sample_shift"),
     [("wan21_1_3b", WAN21_1_3B, 3.0), ("wan21_14b", WAN21_14B, 5.0)],

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from pyoco_jax.config import load_config
-from pyoco_jax.convert.merge import flat_params
+from pyoco_jax.convert.merge import ConversionError, flat_params
 from pyoco_jax.errors import ConfigError
 from pyoco_jax.models.lora import is_adapter
 from pyoco_jax.train.build import build_run
@@ -75,8 +75,10 @@ def test_a_run_started_from_a_wan_folder_computes_what_diffusers_does(wan_folder
     assert error < 1e-4, error
 
 
-def test_another_architecture_or_formulation_is_refused(wan_folder):
+def test_another_architecture_or_formulation_or_folder_is_refused(wan_folder, tmp_path):
     folder, _ = wan_folder
+    with pytest.raises(ConversionError, match=r"is not a diffusers WanTransformer3DModel folder \(no config.json\)$"):
+        _started(tmp_path)
     with pytest.raises(ConfigError, match=r"^config key 'model.dit': .* num_layers 3 \(the folder: 2\)"):
         _started(folder, "model.dit.num_layers=3")
     with pytest.raises(ConfigError, match=r"^config key 'diffusion.formulation': is 'ddpm', .* set it to 'flow'$"):
