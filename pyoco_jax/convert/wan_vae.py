@@ -1,0 +1,104 @@
+"""diffusers `AutoencoderKLWan` folders (Wan 2.1's `vae/`) -> our WanVAE, without torch.
+
+Names map one to one except `upsamplers.0` -> `upsampler` and `resample.1` -> `resample`; Conv3d
+weights (O, I, kt, kh, kw) become kernels (kt, kh, kw, I, O), Conv2d weights (O, I, kh, kw) become
+(kh, kw, I, O), the attention's 1x1 convs become dense kernels (I, O), and the RMS norms' `gamma`
+(C, 1, 1[, 1]) becomes `scale` (C,). Every tensor must be used and every parameter filled, else a
+ConversionError lists the names. Pickle `.bin` weights are refused: they can run code when read.
+"""
+
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from pyoco_jax.convert.clip import filled_model
+from pyoco_jax.convert.diffusers_names import CONFIG_NAME, WEIGHTS_NAME
+from pyoco_jax.convert.merge import ConversionError
+from pyoco_jax.convert.weight_files import has_weight_files, read_weight_files, weight_files
+from pyoco_jax.models.layers import Precision
+from pyoco_jax.models.vae.wan import WanVAE
+from pyoco_jax.models.vae.wan_config import WanVAEConfig
+
+SUBFOLDER = "vae"
+RENAMES = ((".upsamplers.0.", ".upsampler."), (".resample.1.", ".resample."))
+_DENSE = ("to_qkv", "proj")  # The attention's 1x1 Conv2d layers, dense layers here.
+
+
+def _to_ours(name: str, value: np.ndarray) -> tuple[str, np.ndarray]:
+    """One diffusers tensor -> our dotted name and layout."""
+    dotted = f".{name}"
+    for old, new in RENAMES:
+        dotted = dotted.replace(old, new)
+    module, leaf = dotted[1:].rpartition(".")[::2]
+    if leaf == "bias":
+        return f"{module}.bias", value
+    if leaf == "gamma":
+        return f"{module}.scale", value.reshape(-1)
+    if leaf == "weight" and value.ndim == 5:
+        return f"{module}.kernel", value.transpose(2, 3, 4, 1, 0)
+    if leaf == "weight" and value.ndim == 4 and module.rpartition(".")[2] in _DENSE:
+        return f"{module}.kernel", value.reshape(value.shape[:2]).T
+    if leaf == "weight" and value.ndim == 4:
+        return f"{module}.kernel", value.transpose(2, 3, 1, 0)
+    raise ConversionError(f"unexpected tensor {name!r} {value.shape} in an AutoencoderKLWan checkpoint")
+
+
+def convert_state_dict(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """diffusers AutoencoderKLWan tensors -> our dotted parameter names and layouts."""
+    return dict(_to_ours(name, value) for name, value in tensors.items())
+
+
+def _folder(path: str | Path) -> Path:
+    folder = Path(path)
+    if not (folder / CONFIG_NAME).exists() and (folder / SUBFOLDER / CONFIG_NAME).exists():
+        folder = folder / SUBFOLDER  # A whole pipeline folder: take its VAE.
+    if not (folder / CONFIG_NAME).exists():
+        raise ConversionError(f"{folder} is not a diffusers AutoencoderKLWan folder (no {CONFIG_NAME})")
+    return folder
+
+
+def read_wan_vae_config(path: str | Path) -> WanVAEConfig:
+    """The WanVAEConfig of a diffusers VAE (or pipeline) folder."""
+    file = _folder(path) / CONFIG_NAME
+    try:
+        return WanVAEConfig.from_diffusers(json.loads(file.read_text()))
+    except (ValueError, TypeError, KeyError) as err:
+        raise ConversionError(f"{file}: {err}") from err
+
+
+def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
+    pickles = sorted(p.name for p in folder.glob("diffusion_pytorch_model*.bin"))
+    if pickles and not has_weight_files(folder, WEIGHTS_NAME):
+        raise ConversionError(
+            f"{folder} holds only pickle weights ({', '.join(pickles)}), which can run code when read, so they are "
+            "refused; re-save them as safetensors: AutoencoderKLWan.from_pretrained(folder).save_pretrained(out)"
+        )
+    return read_weight_files(weight_files(folder, WEIGHTS_NAME))
+
+
+def load_wan_vae_params(path: str | Path) -> tuple[WanVAEConfig, dict[str, np.ndarray]]:
+    """(config, parameters by our dotted names and layouts) of a diffusers VAE folder or a pipeline folder
+    with a `vae/` subfolder (config.json + diffusion_pytorch_model.safetensors, or its shards)."""
+    folder = _folder(path)
+    return read_wan_vae_config(folder), convert_state_dict(_read_tensors(folder))
+
+
+def load_wan_vae(
+    path: str | Path,
+    *,
+    dtype: str | jnp.dtype = jnp.float32,
+    param_dtype: str | jnp.dtype = jnp.float32,
+    backend: str = "xla",
+) -> WanVAE:
+    """Our WanVAE with the weights of a diffusers `AutoencoderKLWan` folder.
+
+    `dtype`: compute dtype (norms and the posterior stay float32); `param_dtype`: storage dtype;
+    `backend`: the mid-block attention kernel (see models/attention.py).
+    """
+    config, params = load_wan_vae_params(path)
+    precision = Precision(jnp.dtype(dtype), jnp.dtype(param_dtype))
+    build = lambda: WanVAE(config, precision=precision, backend=backend, rngs=nnx.Rngs(0))
+    return filled_model(build, params, f"Wan VAE {path}")
