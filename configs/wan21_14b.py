@@ -4,6 +4,9 @@ For `pyoco-train --config configs/wan21_14b.py --plan v5p:4x4x4` (memory, FLOPs,
 training still needs, and how square latents stand in for Wan's, is in configs/wan21_1_3b.py. 720p (720x1280,
 90x160 latents) is 120x120 latents here: the same 3600 patches per frame. For 480p:
   --config.data.resolution=80 --config.diffusion.flow.shift=3.0 --config.diffusion.flow.sample_shift=3.0
+At 480p the plan fits v5p:4x4x4 (64 GiB per device); at 720p it does not: the xla attention's logits of
+75600 tokens, 5 heads per device, alone exceed HBM, and 40 heads split no further than tensor=8 on a
+power-of-two slice. docs/wan_plans.md has the figures.
 """
 
 import ml_collections
@@ -19,6 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.remat = "full"  # 40 blocks of width 5120: keep only block inputs.
     c.data.resolution = 120  # 720p-class latents.
     c.data.global_batch_size = 64
+    # 8 micro-batches of 8 clips: one clip per data-parallel device on v5p:4x4x4 (fsdp 8 x tensor 8).
+    c.optim.accum_steps = 8
+    c.mesh.tensor = 8  # 40 heads: 5 per device (the most 40 and a power-of-two slice share).
     c.diffusion.flow.shift = 5.0  # Wan 2.1 at 720p.
     c.diffusion.flow.sample_shift = 5.0
     return c

@@ -2,7 +2,8 @@
 
 What it is for today: sizing and compiling a Wan-class run before hardware is booked, e.g.
   pyoco-train --config configs/wan21_1_3b.py --plan v5p:2x2x1
-prints the step's memory per device, FLOPs and a roofline step time (no data, no weights read). The DiT
+prints the step's memory per device, FLOPs and a roofline step time (no data, no weights read); on
+v5p:4x4x4 add --config.mesh.tensor=4 --config.optim.accum_steps=1 (docs/wan_plans.md has both). The DiT
 is diffusers' WanTransformer3DModel (same parameters; the export is a loadable folder). Fine-tuning Wan:
   --config.train.init_from=PATH/Wan2.1-T2V-1.3B-Diffusers   (the pipeline folder; its transformer/ is read)
   --config.model.lora.rank=32                                (LoRA; without it every weight trains)
@@ -23,6 +24,26 @@ from pyoco_jax.configs import default
 # Wan2.1-T2V-1.3B's transformer/config.json (pyoco_jax.models.dit.WAN21_1_3B).
 SIZES_1_3B = dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30)
 
+# The DiT's sharding: every attention and FFN weight split along its heads/mlp dim over tensor x fsdp; the
+# residual width (embed) and the projected text width (context) stay whole. With the default rules (embed on
+# fsdp) the compiler contracts q/k/v over the fsdp-split width, the activations lose their batch split and
+# every fsdp device computes the attention of the whole batch: on v5p:2x2x1 (fsdp 2 x tensor 2, 2 clips) 87 GiB
+# of temporaries holding [2, 6, 33600, 33600] logits per device, against 41 GiB with these rules
+# (docs/wan_plans.md).
+DIT_RULES = (
+    ("heads", ("tensor", "fsdp")),
+    ("heads", "tensor"),
+    ("mlp", ("tensor", "fsdp")),
+    ("mlp", "tensor"),
+    ("temb", "fsdp"),
+    ("conv_in", "fsdp"),
+    ("conv_out", "tensor"),
+    ("embed", None),
+    ("context", None),
+    ("norm", None),
+    ("conv_window", None),
+)
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = default.get_config()
@@ -38,7 +59,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.in_channels = c.model.out_channels = 16
     c.model.cross_attention_dim = 4096  # UMT5-XXL's width, Wan's text_dim.
     c.model.dtype = "bfloat16"
-    c.model.remat = "dots"
+    # Keep only block inputs. "dots" saves every matmul result, attention logits included: 30 layers x
+    # [32, 12, 33600, 33600] bf16 = 26 TB (the plan fails with that figure).
+    c.model.remat = "full"
     c.model.dit.update(SIZES_1_3B)
     c.model.dit.patch_size = (1, 2, 2)
     c.model.dit.freq_dim = 256
@@ -53,6 +76,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.diffusion.flow.grid = "unipc"  # diffusers' UniPCMultistepScheduler with flow sigmas, as Wan samples.
     c.noise.prior = "iid"  # Wan's; --config.noise.prior=progressive trains with PYoCo's prior instead.
 
+    # 16 micro-batches of 2 clips: one clip per data-parallel device on v5p:2x2x1 (fsdp 2 x tensor 2). The xla
+    # attention holds a clip's logits, (heads / tensor) x 33600^2 in float32 (4.2 GiB per head), so a device
+    # fits one clip at 6 heads.
+    c.optim.accum_steps = 16
     c.optim.learning_rate = 1e-4
     c.optim.warmup_steps = 1000
     c.optim.label_drop_rate = 0.1  # Captions dropped to the empty prompt, for classifier-free guidance.
@@ -66,5 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.sample.guidance_scale = 5.0  # Wan 2.1's default.
     c.sample.fps = 16
     c.mesh.data = 1
-    c.mesh.fsdp = -1  # Params, optimizer state and EMA sharded over every device (ZeRO-3).
+    c.mesh.fsdp = -1  # Params, optimizer state and EMA sharded over every device (ZeRO-3), with tensor.
+    c.mesh.tensor = 2  # Attention heads and FFN width split in two: half the logits per device.
+    c.mesh.rules = DIT_RULES
     return c

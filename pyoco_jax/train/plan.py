@@ -2,12 +2,19 @@
 
 `pyoco-train --config X --plan TOPOLOGY` builds the same jitted step as training
 (shardings from `config.mesh.rules` on a mesh over the target's devices), compiles
-it without running it, and reports per-device memory, FLOPs, a roofline step time
-and whether it fits in HBM. Topologies:
+it without running it, and reports per-device memory, FLOPs, a roofline step time, the
+MFU that step time implies, and whether it fits in HBM. Topologies:
     cpu:N                  N host devices (pyoco-train sets XLA_FLAGS so they exist)
     v4|v5e|v5p|v6e:AxB[xC] a TPU slice, e.g. v5p:2x2x1, v5p:4x4x4, v5e:4x4, v6e:4x4;
                            compiled by libtpu on this machine (`pip install -e ".[tpu]"`)
     ...,slices=S           S such slices joined over DCN (set config.mesh.dcn_* to use them)
+
+FLOPs: XLA's cost analysis counts the body of a loop once, so for a model whose layers run under
+`jax.lax.scan` (the DiT's `scan_layers`) it misses all layers but one. The plan also counts the matmuls
+of the traced step itself (`matmul_flops`: scan bodies times their length, recomputation included; per
+device as if the work split evenly), and the roofline takes the larger count; the same step traced without
+remat gives the model FLOPs that MFU divides by. A step that cannot fit raises `PlanDoesNotFit` with the
+compiler's figure.
 """
 
 import dataclasses
@@ -15,10 +22,12 @@ import importlib.util
 import math
 import os
 import re
+import time
 
 import jax
 import ml_collections
 import numpy as np
+from jax.extend import core as jax_core
 
 from pyoco_jax import parallel
 from pyoco_jax.data.loader import make_source
@@ -35,6 +44,10 @@ _ACCELERATOR_TYPES = {"v4": "v4-8", "v5e": "v5litepod-4", "v5p": "v5p-8", "v6e":
 
 class TopologyError(UserError):
     """A --plan topology that cannot be parsed or built here; the message says what to change."""
+
+
+class PlanDoesNotFit(UserError):
+    """The compiler could not fit the step in the target's device memory (its message has the bytes it needed)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +130,11 @@ class Plan:
     alias_bytes: int
     temp_bytes: int
     code_bytes: int
-    flops: float  # per device, from the compiled cost analysis (recomputation included)
-    bytes_accessed: float
+    flops: float  # per device, from the compiled cost analysis (recomputation included; a loop body once)
+    bytes_accessed: float  # per device, compiled cost analysis (a loop body once)
+    program_flops: float  # per device: matmuls of the traced step / devices, loops and recomputation included
+    model_flops: float  # per device: the same step traced without remat (what MFU counts)
+    compile_seconds: float
     frames_per_step: int
     chip: Chip | None
     devices_per_chip: int
@@ -133,13 +149,100 @@ class Plan:
         return None if self.chip is None else self.chip.hbm_bytes / self.devices_per_chip
 
     @property
+    def loop_factor(self) -> float:
+        """How many times the traced matmul count exceeds the compiled one (>= 1): the trip count that the
+        cost analysis left out, when the work runs in a loop (a scan over layers); 1 for unrolled programs."""
+        return max(1.0, self.program_flops / self.flops) if self.flops > 0 else 1.0
+
+    @property
+    def step_flops(self) -> float:
+        """FLOPs per device the roofline charges: the larger of the compiled and the traced counts."""
+        return max(self.flops, self.program_flops)
+
+    @property
     def roofline(self) -> tuple[float, float, float] | None:
-        """(compute seconds, memory seconds, step seconds = the larger) from the per-device peaks."""
+        """(compute seconds, memory seconds, step seconds = the larger) from the per-device peaks.
+
+        Memory traffic is the compiled bytes scaled by `loop_factor` (a loop's body holds nearly all of it;
+        the few bytes outside, e.g. the optimizer update, are overcounted by that factor)."""
         if self.chip is None:
             return None
-        compute = self.flops / (self.chip.peak_bf16_flops / self.devices_per_chip)
-        memory = self.bytes_accessed / (self.chip.hbm_bytes_per_second / self.devices_per_chip)
+        compute = self.step_flops / (self.chip.peak_bf16_flops / self.devices_per_chip)
+        memory = self.bytes_accessed * self.loop_factor / (self.chip.hbm_bytes_per_second / self.devices_per_chip)
         return compute, memory, max(compute, memory)
+
+    @property
+    def mfu(self) -> float | None:
+        """Model FLOPs per device over what the chip could do in the roofline step time: an upper bound."""
+        roofline = self.roofline
+        if roofline is None:
+            return None
+        return self.model_flops / (self.chip.peak_bf16_flops / self.devices_per_chip) / roofline[2]
+
+
+def _sub_jaxprs(params: dict):
+    for value in params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, jax_core.ClosedJaxpr):
+                yield item.jaxpr
+            elif isinstance(item, jax_core.Jaxpr):
+                yield item
+
+
+def matmul_flops(jaxpr) -> float:
+    """FLOPs of the matrix products (dot_general, convolutions) that `jaxpr` (a Jaxpr or ClosedJaxpr) runs.
+
+    A scan's body counts `length` times, a cond its costliest branch, nested calls (jit, remat with its
+    recomputation, custom derivatives) fully, a Pallas kernel's body once per grid cell (blocks a kernel
+    skips, e.g. masked out, included), a while loop's body once (its trip count is not static).
+    """
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "dot_general":
+            (contracting, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contracting)
+        elif name == "conv_general_dilated":
+            rhs = eqn.invars[1].aval.shape
+            per_output = math.prod(rhs) // rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * per_output
+        else:
+            inner = [matmul_flops(sub) for sub in _sub_jaxprs(eqn.params)]
+            if name == "cond":
+                total += max(inner, default=0.0)
+            elif name == "pallas_call":
+                total += sum(inner) * math.prod(eqn.params["grid_mapping"].grid)
+            else:
+                total += sum(inner) * (eqn.params["length"] if name == "scan" else 1)
+    return total
+
+
+def _model_flops(config: ml_collections.ConfigDict, mesh, example, state, batch, traced) -> float:
+    """Matmul FLOPs (all devices) of the step without remat: forward and backward once, as MFU counts them."""
+    if config.model.remat == "none":
+        return matmul_flops(traced.jaxpr)
+    plain = config.copy_and_resolve_references()
+    plain.model.remat = "none"
+    parts = build_run(plain)
+    step = sharded_step(parts, plain, mesh, example, null_context=example.get("context"))
+    return matmul_flops(step.fn.trace(state, batch).jaxpr)
+
+
+def compile_step(traced, topology: str):
+    """`traced` (a jitted step's trace) compiled; a step too big for the device memory is a `PlanDoesNotFit`."""
+    try:
+        return traced.lower().compile()
+    except jax.errors.JaxRuntimeError as err:
+        if "RESOURCE_EXHAUSTED" not in str(err) or "HBM" not in str(err):
+            raise  # Not the step's size (e.g. a kernel's scratch memory): a bug to see whole.
+        reason = str(err).strip().splitlines()[0].rstrip(".")
+        raise PlanDoesNotFit(
+            f"the step does not fit on {topology}: {reason}. Lower the per-device batch (data.global_batch_size "
+            "over mesh.data x mesh.fsdp), set model.remat=full, split attention heads over mesh.tensor, or use "
+            "an attention kernel that does not hold the attention matrix"
+        ) from err
 
 
 def plan_example(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
@@ -171,7 +274,11 @@ def make_plan(config: ml_collections.ConfigDict, topology: str) -> Plan:
     # Text runs drop captions to the empty prompt inside the step; its embedding has the context's shape.
     step = sharded_step(parts, config, mesh, example, null_context=example.get("context"))
     state, batch = step.abstract_inputs(parts.abstract_state, example, config.data.global_batch_size)
-    compiled = step.fn.lower(state, batch).compile()
+    traced = step.fn.trace(state, batch)
+    start = time.perf_counter()
+    compiled = compile_step(traced, chosen.name)
+    compile_seconds = time.perf_counter() - start
+    devices = len(chosen.devices)
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -182,7 +289,7 @@ def make_plan(config: ml_collections.ConfigDict, topology: str) -> Plan:
     }
     return Plan(
         topology=chosen.name,
-        num_devices=len(chosen.devices),
+        num_devices=devices,
         mesh=dict(mesh.shape),
         state_bytes=state_bytes,
         batch_bytes=parallel.bytes_per_device(batch, jax.tree.map(lambda x: x.sharding, batch)),
@@ -193,6 +300,9 @@ def make_plan(config: ml_collections.ConfigDict, topology: str) -> Plan:
         code_bytes=memory.generated_code_size_in_bytes,
         flops=float(cost.get("flops", 0.0)),
         bytes_accessed=float(cost.get("bytes accessed", 0.0)),
+        program_flops=matmul_flops(traced.jaxpr) / devices,
+        model_flops=_model_flops(config, mesh, example, state, batch, traced) / devices,
+        compile_seconds=compile_seconds,
         frames_per_step=config.data.global_batch_size * config.data.num_frames,
         chip=chosen.chip,
         devices_per_chip=chosen.devices_per_chip,
@@ -245,9 +355,14 @@ def format_plan(plan: Plan, config: ml_collections.ConfigDict) -> str:
             f"per device, {plan.chip.name})"
         )
     lines += [
-        "Compute per step (per device, cost analysis):",
-        f"  FLOPs             {plan.flops:.4g}  (all devices: {plan.flops * plan.num_devices:.4g})",
-        f"  bytes accessed    {plan.bytes_accessed:.4g}",
+        "Compute per step (per device):",
+        f"  FLOPs             {plan.flops:.4g}  (compiled cost analysis, which counts a loop body once)",
+        f"  program FLOPs     {plan.program_flops:.4g}  (matmuls of the traced step over {plan.num_devices} devices, "
+        f"loops and recomputation included; all devices: {plan.program_flops * plan.num_devices:.4g})",
+        f"  model FLOPs       {plan.model_flops:.4g}  (the same without remat: what MFU counts)",
+        f"  bytes accessed    {plan.bytes_accessed:.4g}  (compiled; x{plan.loop_factor:.1f} for the loops in the "
+        "roofline)",
+        f"  compiled in       {plan.compile_seconds:.0f} s",
     ]
     roofline = plan.roofline
     if roofline is None:
@@ -259,6 +374,7 @@ def format_plan(plan: Plan, config: ml_collections.ConfigDict) -> str:
             f"  step time (roofline) {step * 1e3:.3f} ms, {bound}-bound (compute {compute * 1e3:.3f} ms, "
             f"memory {memory * 1e3:.3f} ms; collectives not counted)",
             f"  frames/s (roofline) {plan.frames_per_step / step:.4g}",
-            f"  implied MFU {compute / step:.1%} (upper bound: real steps are slower than the roofline)",
+            f"  implied MFU {plan.mfu:.1%} (model FLOPs / peak / roofline step: an upper bound, real steps are "
+            "slower than the roofline)",
         ]
     return "\n".join(lines)

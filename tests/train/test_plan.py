@@ -6,12 +6,21 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from pyoco_jax import parallel
 from pyoco_jax.config import load_config
 from pyoco_jax.train.build import build_run
-from pyoco_jax.train.plan import TopologyError, format_plan, make_plan, target
+from pyoco_jax.train.plan import (
+    PlanDoesNotFit,
+    TopologyError,
+    compile_step,
+    format_plan,
+    make_plan,
+    matmul_flops,
+    target,
+)
 from tests.train.helpers import FAST, QUICK_COMPILE_FLAG, TINY, single_device_env
 
 # One U-Net level: the plan compiles the whole training step, and compile time grows with the layers.
@@ -94,3 +103,77 @@ def test_tpu_plan_compiles_for_a_v5e_slice_without_tpus():
     assert step == max(compute, memory) > 0
     report = format_plan(plan, config)
     assert "fits in HBM: yes" in report and "implied MFU" in report
+
+
+def _layer(x, w):
+    return jnp.tanh(x @ w)
+
+
+def _scanned(w, x, remat: bool):
+    layer = jax.checkpoint(_layer) if remat else _layer
+    return jax.lax.scan(lambda c, w_layer: (layer(c, w_layer), None), x, w)[0].sum()
+
+
+def _unrolled(w, x):
+    for layer in range(w.shape[0]):
+        x = _layer(x, w[layer])
+    return x.sum()
+
+
+def test_matmul_flops_count_every_scanned_layer_and_the_recomputation():
+    w, x = jax.ShapeDtypeStruct((6, 32, 32), jnp.float32), jax.ShapeDtypeStruct((16, 32), jnp.float32)
+    per_matmul = 2 * 16 * 32 * 32
+    forward = jax.make_jaxpr(lambda w, x: _scanned(w, x, False))(w, x)
+    assert matmul_flops(forward) == 6 * per_matmul
+    # Backward: the gradients of x and of w, one matmul each per layer; remat adds the forward again.
+    for remat, per_layer in ((False, 3), (True, 4)):
+        traced = jax.jit(jax.grad(lambda w, x, r=remat: _scanned(w, x, r), argnums=(0, 1))).trace(w, x)
+        assert matmul_flops(traced.jaxpr) == 6 * per_layer * per_matmul
+    # XLA counts the scan's body once; unrolled, its count (matmuls plus a little elementwise work) agrees.
+    scanned = jax.jit(jax.grad(lambda w, x: _scanned(w, x, False), argnums=(0, 1))).trace(w, x)
+    assert scanned.lower().compile().cost_analysis()["flops"] < 4 * per_matmul
+    unrolled = jax.jit(jax.grad(_unrolled, argnums=(0, 1))).trace(w, x)
+    compiled = unrolled.lower().compile().cost_analysis()["flops"]
+    assert matmul_flops(unrolled.jaxpr) == 18 * per_matmul == pytest.approx(compiled, rel=0.1)
+
+
+def test_matmul_flops_count_a_pallas_kernel_once_per_grid_cell():
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernel
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+
+    heads, length, head_dim, block = 2, 1024, 128, 256
+    sizes = dict.fromkeys(("q", "kv", "kv_compute", "q_dkv", "kv_dkv", "kv_dkv_compute", "q_dq", "kv_dq"), block)
+    splash = kernel.make_splash_mha(
+        masks.MultiHeadMask([masks.FullMask((length, length))] * heads),
+        block_sizes=kernel.BlockSizes(**{f"block_{name}": size for name, size in sizes.items()}),
+        head_shards=1,
+        q_seq_shards=1,
+    )
+    q = jax.ShapeDtypeStruct((heads, length, head_dim), jnp.bfloat16)
+    # Traced only (a TPU kernel): q @ k^T and p @ v over all (length / block)^2 block pairs of every head.
+    assert matmul_flops(jax.make_jaxpr(splash)(q, q, q)) == 4 * heads * length**2 * head_dim
+
+
+class _FailingCompile:
+    """Stands for a traced step whose compile raises `message` (as libtpu does when the step does not fit)."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def lower(self):
+        return self
+
+    def compile(self):
+        raise jax.errors.JaxRuntimeError(self.message)
+
+
+def test_a_step_too_big_for_hbm_is_refused_with_the_compilers_figure_and_what_to_change():
+    hbm = (
+        "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (25.95T) "
+        "exceeds available HBM (95.74G)."
+    )
+    with pytest.raises(PlanDoesNotFit, match=r"does not fit on v5p:2x2x1: .*\(25\.95T\) .*model\.remat=full"):
+        compile_step(_FailingCompile(hbm), "v5p:2x2x1")
+    # Anything else (here a kernel's scratch memory) is not the step's size: it stays a bug with its traceback.
+    with pytest.raises(jax.errors.JaxRuntimeError, match="smem"):
+        compile_step(_FailingCompile("RESOURCE_EXHAUSTED: Ran out of memory in memory space smem."), "v5p:2x2x1")
