@@ -48,6 +48,16 @@ def model_folder(path: str | Path, subfolder: str, markers: tuple[str, ...]) -> 
     return folder
 
 
+def component_folder(path: str | Path, subfolder: str, what: str) -> Path:
+    """A diffusers component folder holding config.json: `path`, or its `subfolder` in a pipeline folder."""
+    folder = Path(path)
+    if not (folder / CONFIG_NAME).exists() and (folder / subfolder / CONFIG_NAME).exists():
+        folder = folder / subfolder  # A whole pipeline folder: take its part.
+    if not (folder / CONFIG_NAME).exists():
+        raise ConversionError(f"{folder} is not a {what} folder (no {CONFIG_NAME})")
+    return folder
+
+
 def read_weights(folder: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
     """A transformers folder's tensors: model.safetensors (or shards); pytorch_model.bin only if `allow_pickle`."""
     if not has_weight_files(folder, WEIGHTS_NAME) and (folder / PICKLE_NAME).exists():

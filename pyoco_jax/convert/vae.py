@@ -13,6 +13,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from pyoco_jax.convert.clip import component_folder
 from pyoco_jax.convert.converted import converted_root, read_component
 from pyoco_jax.convert.diffusers_names import CONFIG_NAME, WEIGHTS_NAME, convert_state_dict
 from pyoco_jax.convert.merge import ConversionError, merge_params
@@ -24,15 +25,6 @@ from pyoco_jax.models.vae.config import VAEConfig
 PICKLE_NAME = "diffusion_pytorch_model.bin"
 # Attention names of checkpoints saved before diffusers renamed its VAE attention block.
 _LEGACY_ATTENTION = ((".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0."))
-
-
-def _folder(path: str | Path) -> Path:
-    folder = Path(path)
-    if (folder / "vae" / CONFIG_NAME).exists() and not (folder / CONFIG_NAME).exists():
-        folder = folder / "vae"  # A whole pipeline folder: take its VAE.
-    if not (folder / CONFIG_NAME).exists():
-        raise ConversionError(f"{folder} is not a diffusers AutoencoderKL folder (no {CONFIG_NAME})")
-    return folder
 
 
 def _read_pickle(file: Path) -> dict[str, np.ndarray]:
@@ -74,7 +66,7 @@ def load_vae_params(path: str | Path, *, allow_pickle: bool = False) -> tuple[VA
     `path`: the VAE folder (config.json + diffusion_pytorch_model.safetensors) or a pipeline folder
     with a `vae/` subfolder.
     """
-    folder = _folder(path)
+    folder = component_folder(path, "vae", "diffusers AutoencoderKL")
     try:
         config = VAEConfig.from_diffusers(json.loads((folder / CONFIG_NAME).read_text()))
     except ValueError as err:

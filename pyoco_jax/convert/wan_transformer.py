@@ -20,7 +20,7 @@ from absl import logging
 from flax import nnx
 from safetensors.numpy import save_file
 
-from pyoco_jax.convert.clip import filled_model
+from pyoco_jax.convert.clip import component_folder, filled_model
 from pyoco_jax.convert.diffusers_names import CONFIG_NAME, WEIGHTS_NAME
 from pyoco_jax.convert.merge import ConversionError, flat_params
 from pyoco_jax.convert.weight_files import has_weight_files, read_weight_files, weight_files
@@ -135,18 +135,9 @@ def diffusers_state_dict(model: WanTransformer, dtype: jnp.dtype | None = None) 
     return {name: np.ascontiguousarray(value) for name, value in out.items()}
 
 
-def _folder(path: str | Path) -> Path:
-    folder = Path(path)
-    if not (folder / CONFIG_NAME).exists() and (folder / SUBFOLDER / CONFIG_NAME).exists():
-        folder = folder / SUBFOLDER  # A whole pipeline folder: take its transformer.
-    if not (folder / CONFIG_NAME).exists():
-        raise ConversionError(f"{folder} is not a diffusers WanTransformer3DModel folder (no {CONFIG_NAME})")
-    return folder
-
-
 def read_wan_config(path: str | Path) -> WanConfig:
     """The WanConfig of a diffusers transformer (or pipeline) folder."""
-    file = _folder(path) / CONFIG_NAME
+    file = component_folder(path, SUBFOLDER, "diffusers WanTransformer3DModel") / CONFIG_NAME
     try:
         return WanConfig.from_diffusers(json.loads(file.read_text()))
     except (ValueError, TypeError) as err:
@@ -166,7 +157,7 @@ def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
 
 def read_wan_params(path: str | Path) -> tuple[WanConfig, dict[str, np.ndarray]]:
     """(config, parameters by our dotted names and layouts) of a diffusers transformer (or pipeline) folder."""
-    folder = _folder(path)
+    folder = component_folder(path, SUBFOLDER, "diffusers WanTransformer3DModel")
     config = read_wan_config(folder)
     return config, convert_state_dict(_read_tensors(folder), config.num_layers)
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pyoco_jax.convert.clip import filled_model
+from pyoco_jax.convert.clip import component_folder, filled_model
 from pyoco_jax.convert.diffusers_names import CONFIG_NAME, WEIGHTS_NAME
 from pyoco_jax.convert.merge import ConversionError
 from pyoco_jax.convert.weight_files import has_weight_files, read_weight_files, weight_files
@@ -51,18 +51,9 @@ def convert_state_dict(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return dict(_to_ours(name, value) for name, value in tensors.items())
 
 
-def _folder(path: str | Path) -> Path:
-    folder = Path(path)
-    if not (folder / CONFIG_NAME).exists() and (folder / SUBFOLDER / CONFIG_NAME).exists():
-        folder = folder / SUBFOLDER  # A whole pipeline folder: take its VAE.
-    if not (folder / CONFIG_NAME).exists():
-        raise ConversionError(f"{folder} is not a diffusers AutoencoderKLWan folder (no {CONFIG_NAME})")
-    return folder
-
-
 def read_wan_vae_config(path: str | Path) -> WanVAEConfig:
     """The WanVAEConfig of a diffusers VAE (or pipeline) folder."""
-    file = _folder(path) / CONFIG_NAME
+    file = component_folder(path, SUBFOLDER, "diffusers AutoencoderKLWan") / CONFIG_NAME
     try:
         return WanVAEConfig.from_diffusers(json.loads(file.read_text()))
     except (ValueError, TypeError, KeyError) as err:
@@ -82,7 +73,7 @@ def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
 def load_wan_vae_params(path: str | Path) -> tuple[WanVAEConfig, dict[str, np.ndarray]]:
     """(config, parameters by our dotted names and layouts) of a diffusers VAE folder or a pipeline folder
     with a `vae/` subfolder (config.json + diffusion_pytorch_model.safetensors, or its shards)."""
-    folder = _folder(path)
+    folder = component_folder(path, SUBFOLDER, "diffusers AutoencoderKLWan")
     return read_wan_vae_config(folder), convert_state_dict(_read_tensors(folder))
 
 
