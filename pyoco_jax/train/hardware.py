@@ -13,6 +13,8 @@ Real training reaches a fraction of these peaks; they bound, not predict, a step
 
 import dataclasses
 
+import jax
+
 GIB = 2**30
 
 
@@ -44,3 +46,9 @@ def chip_for_device_kind(device_kind: str) -> Chip | None:
         if any(device_kind.startswith(kind) for kind in chip.device_kinds if kind.startswith("NVIDIA")):
             return chip
     return None
+
+
+def local_peak_flops() -> float | None:
+    """Dense bf16 FLOP/s of one of this process's devices (one JAX device per chip), None where unknown (CPU)."""
+    chip = chip_for_device_kind(jax.local_devices()[0].device_kind)
+    return None if chip is None else chip.peak_bf16_flops

@@ -140,10 +140,13 @@ class MetricLogger:
 
 
 class Throughput:
-    """Steps/s, frames/s and the fraction of wall time spent waiting for data, per interval."""
+    """Steps/s, frames/s, the fraction of wall time spent waiting for data, and, given the step's model FLOPs
+    per device, model TFLOP/s per device and MFU against the device's peak (where the chip is known), per
+    interval."""
 
-    def __init__(self, frames_per_step: int):
+    def __init__(self, frames_per_step: int, flops_per_device: float = 0.0, peak_flops: float | None = None):
         self.frames_per_step = frames_per_step
+        self.flops_per_device, self.peak_flops = flops_per_device, peak_flops
         self.reset()
 
     def reset(self) -> None:
@@ -163,5 +166,9 @@ class Throughput:
             "frames_per_second": steps_per_second * self.frames_per_step,
             "data_wait_fraction": self._data_wait / elapsed,
         }
+        if self.flops_per_device:
+            values["model_tflops_per_device"] = steps_per_second * self.flops_per_device / 1e12
+            if self.peak_flops:
+                values["mfu"] = steps_per_second * self.flops_per_device / self.peak_flops
         self.reset()
         return values

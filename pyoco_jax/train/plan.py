@@ -11,7 +11,7 @@ MFU that step time implies, and whether it fits in HBM. Topologies:
 
 FLOPs: XLA's cost analysis counts the body of a loop once, so for a model whose layers run under
 `jax.lax.scan` (the DiT's `scan_layers`) it misses all layers but one. The plan also counts the matmuls
-of the traced step itself (`matmul_flops`: scan bodies times their length, recomputation included; per
+of the traced step itself (train/flops.py: scan bodies times their length, recomputation included; per
 device as if the work split evenly), and the roofline takes the larger count; the same step traced without
 remat gives the model FLOPs that MFU divides by. A step that cannot fit raises `PlanDoesNotFit` with the
 compiler's figure.
@@ -27,12 +27,12 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from jax.extend import core as jax_core
 
 from pyoco_jax import parallel
 from pyoco_jax.data.loader import make_source
 from pyoco_jax.errors import UserError
 from pyoco_jax.train.build import build_run, sharded_step
+from pyoco_jax.train.flops import matmul_flops, step_model_flops
 from pyoco_jax.train.hardware import CHIPS, Chip, chip_for_device_kind
 
 TOPOLOGY_FORMS = "cpu:N, or v4|v5e|v5p|v6e:AxB[xC] (e.g. v5p:2x2x1, v5e:4x4), optionally followed by ,slices=S"
@@ -180,56 +180,6 @@ class Plan:
         return self.model_flops / (self.chip.peak_bf16_flops / self.devices_per_chip) / roofline[2]
 
 
-def _sub_jaxprs(params: dict):
-    for value in params.values():
-        for item in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(item, jax_core.ClosedJaxpr):
-                yield item.jaxpr
-            elif isinstance(item, jax_core.Jaxpr):
-                yield item
-
-
-def matmul_flops(jaxpr) -> float:
-    """FLOPs of the matrix products (dot_general, convolutions) that `jaxpr` (a Jaxpr or ClosedJaxpr) runs.
-
-    A scan's body counts `length` times, a cond its costliest branch, nested calls (jit, remat with its
-    recomputation, custom derivatives) fully, a Pallas kernel's body once per grid cell (blocks a kernel
-    skips, e.g. masked out, included), a while loop's body once (its trip count is not static).
-    """
-    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    total = 0.0
-    for eqn in jaxpr.eqns:
-        name = eqn.primitive.name
-        if name == "dot_general":
-            (contracting, _), _ = eqn.params["dimension_numbers"]
-            lhs = eqn.invars[0].aval.shape
-            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contracting)
-        elif name == "conv_general_dilated":
-            rhs = eqn.invars[1].aval.shape
-            per_output = math.prod(rhs) // rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
-            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * per_output
-        else:
-            inner = [matmul_flops(sub) for sub in _sub_jaxprs(eqn.params)]
-            if name == "cond":
-                total += max(inner, default=0.0)
-            elif name == "pallas_call":
-                total += sum(inner) * math.prod(eqn.params["grid_mapping"].grid)
-            else:
-                total += sum(inner) * (eqn.params["length"] if name == "scan" else 1)
-    return total
-
-
-def _model_flops(config: ml_collections.ConfigDict, mesh, example, state, batch, traced) -> float:
-    """Matmul FLOPs (all devices) of the step without remat: forward and backward once, as MFU counts them."""
-    if config.model.remat == "none":
-        return matmul_flops(traced.jaxpr)
-    plain = config.copy_and_resolve_references()
-    plain.model.remat = "none"
-    parts = build_run(plain)
-    step = sharded_step(parts, plain, mesh, example, null_context=example.get("context"))
-    return matmul_flops(step.fn.trace(state, batch).jaxpr)
-
-
 def compile_step(traced, topology: str):
     """`traced` (a jitted step's trace) compiled; a step too big for the device memory is a `PlanDoesNotFit`."""
     try:
@@ -301,7 +251,7 @@ def make_plan(config: ml_collections.ConfigDict, topology: str) -> Plan:
         flops=float(cost.get("flops", 0.0)),
         bytes_accessed=float(cost.get("bytes accessed", 0.0)),
         program_flops=matmul_flops(traced.jaxpr) / devices,
-        model_flops=_model_flops(config, mesh, example, state, batch, traced) / devices,
+        model_flops=step_model_flops(config, mesh, example) / devices,
         compile_seconds=compile_seconds,
         frames_per_step=config.data.global_batch_size * config.data.num_frames,
         chip=chosen.chip,

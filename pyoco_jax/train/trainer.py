@@ -21,6 +21,8 @@ from pyoco_jax.sample.output import write_videos
 from pyoco_jax.sample.sampler import make_sampler, sample_videos
 from pyoco_jax.train.build import build_run, sharded_step
 from pyoco_jax.train.checkpoint import Checkpointer, abstract_like
+from pyoco_jax.train.flops import step_model_flops
+from pyoco_jax.train.hardware import local_peak_flops
 from pyoco_jax.train.in_loop_eval import make_in_loop_eval
 from pyoco_jax.train.metrics import MetricLogger, Throughput
 from pyoco_jax.train.optimizer import learning_rate_schedule
@@ -71,7 +73,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         return gather(sharded_sampler(*args, **kwargs))
 
     logger = MetricLogger(workdir, start_step, num_steps, enabled=is_main)
-    throughput = Throughput(config.data.global_batch_size * config.data.num_frames)
+    frames_per_step = config.data.global_batch_size * config.data.num_frames
+    throughput = Throughput(frames_per_step, step_model_flops(config, mesh, source[0]) / mesh.size, local_peak_flops())
     preemption = PreemptionWatch()
     last_metrics: dict[str, float] = {}
     pending = None

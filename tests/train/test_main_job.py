@@ -31,6 +31,8 @@ def test_loss_falls_and_outputs_are_written(tmp_path, monkeypatch):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [record["loss"] for record in records if "loss" in record]
     assert len(losses) == 100
+    logged = [record for record in records if "loss" in record]
+    assert all(r["model_tflops_per_device"] > 0 and "mfu" not in r for r in logged)  # No known peak on CPU.
     evaluated = [record for record in records if "eval/fvd" in record]
     assert [record["step"] for record in evaluated] == [50, 100]
     assert all(r["eval/fvd"] > 0 and r["eval/seconds"] > 0 for r in evaluated)

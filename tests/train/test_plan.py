@@ -12,13 +12,13 @@ import pytest
 from pyoco_jax import parallel
 from pyoco_jax.config import load_config
 from pyoco_jax.train.build import build_run
+from pyoco_jax.train.flops import matmul_flops
 from pyoco_jax.train.plan import (
     PlanDoesNotFit,
     TopologyError,
     compile_step,
     format_plan,
     make_plan,
-    matmul_flops,
     target,
 )
 from tests.train.helpers import FAST, QUICK_COMPILE_FLAG, TINY, single_device_env
