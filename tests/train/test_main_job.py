@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pyoco_jax.data.video_io import video_grid
+from pyoco_jax.train import trainer
 from pyoco_jax.train.trainer import NonFiniteLossError, train
 from tests.train.helpers import checkpoint_steps, fast_config, run, single_device_env
 
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 def test_loss_falls_and_outputs_are_written(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # The real FVD statistics' cache of synthetic data.
+    monkeypatch.setattr(trainer, "local_peak_flops", lambda: 1e15)  # As on a chip in train/hardware.py's table.
     config = fast_config(
         "data.global_batch_size=8",
         "train.num_steps=100",
@@ -32,7 +34,9 @@ def test_loss_falls_and_outputs_are_written(tmp_path, monkeypatch):
     losses = [record["loss"] for record in records if "loss" in record]
     assert len(losses) == 100
     logged = [record for record in records if "loss" in record]
-    assert all(r["model_tflops_per_device"] > 0 and "mfu" not in r for r in logged)  # No known peak on CPU.
+    for record in logged:  # The step's model FLOPs over the (pretended) chip peak of 1 PFLOP/s.
+        assert record["model_tflops_per_device"] > 0
+        assert record["mfu"] == pytest.approx(record["model_tflops_per_device"] / 1000, rel=1e-6)
     evaluated = [record for record in records if "eval/fvd" in record]
     assert [record["step"] for record in evaluated] == [50, 100]
     assert all(r["eval/fvd"] > 0 and r["eval/seconds"] > 0 for r in evaluated)
