@@ -10,7 +10,7 @@ import pytest
 
 from pyoco_jax.studies.bootstrap import interval, paired_difference
 from pyoco_jax.studies.noise_prior import SHORT_NAMES, Study, study_runs
-from pyoco_jax.studies.noise_prior_report import arms_of, headline, verdict
+from pyoco_jax.studies.noise_prior_report import arms_of, headline, plot_curves, verdict
 from pyoco_jax.sweep import name_runs
 from tests.train.helpers import REPO, single_device_env
 
@@ -46,6 +46,14 @@ def test_bootstrap_intervals_hold_the_estimate_and_see_seed_to_seed_spread():
     assert spread_high - spread_low > 4 * (high - low)  # Clip-only resampling would miss this.
     difference = paired_difference([g + 0.2 for g in spread], spread, np.mean)
     assert difference[0] == pytest.approx(0.2) and difference[1] > 0.15  # The shared seed spread cancels.
+
+
+def test_the_curve_draws_intervals_that_miss_their_estimate(tmp_path):
+    """FVD is biased upwards under resampling, so its bootstrap interval can lie wholly above the estimate."""
+    curves = {"iid": {100: (50.0, 55.0, 70.0), 200: (40.0, 38.0, 45.0)}, "progressive a=2": {100: (45.0, 47.0, 60.0)}}
+    out = tmp_path / "curve.png"
+    plot_curves(curves, frames_per_step=64, out=out, protocol="fvd66_8f")
+    assert out.stat().st_size > 10_000
 
 
 def test_verdicts_follow_the_intervals_only():
