@@ -72,7 +72,8 @@ def test_the_study_command_trains_evaluates_and_reports(tmp_path):
         textwrap.dedent(f"""
         from pyoco_jax.studies.noise_prior import SHORT_NAMES, Study, study_runs
         CONFIG = {str(REPO / "configs" / "noise_prior_study.py")!r}
-        STUDY = Study(image_steps=3, video_steps=3, seeds=(0,), arms=(("iid", 0.0), ("progressive", 2.0)),
+        STUDY = Study(image_steps=2, video_steps=2, curve_points=2, seeds=(0,),
+                      arms=(("iid", 0.0), ("progressive", 2.0)),
                       eval_clips=4, fvd_clips=4, curve_clips=2, sample_batch=4, report={str(report)!r})
         def get_sweep():
             return study_runs(STUDY)
@@ -90,11 +91,10 @@ def test_the_study_command_trains_evaluates_and_reports(tmp_path):
     assert "**Headline:**" in text and "| progressive a=2 |" in text and "| scratch iid |" in text
     assert (tmp_path / "report" / "fvd_vs_step.png").stat().st_size > 10_000
     records = sorted(
-        p.name for p in (workdir / "frames-8_steps-3_prior-progressive_alpha-2.0_seed-0" / "study").iterdir()
+        p.name for p in (workdir / "frames-8_steps-2_prior-progressive_alpha-2.0_seed-0" / "study").iterdir()
     )
-    assert records == [
+    assert records == [  # One curve point before the end (curve_points=2), then the final records.
         "step_0000001_prior_2clips_2featurised.npz",
-        "step_0000002_prior_2clips_2featurised.npz",
-        "step_0000003_iid_4clips_4featurised.npz",
-        "step_0000003_prior_4clips_4featurised.npz",
+        "step_0000002_iid_4clips_4featurised.npz",
+        "step_0000002_prior_4clips_4featurised.npz",
     ]
