@@ -21,9 +21,9 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 from pyoco_jax.convert.clip import component_folder, filled_model
+from pyoco_jax.convert.component import read_component_config, read_component_tensors
 from pyoco_jax.convert.diffusers_names import CONFIG_NAME, WEIGHTS_NAME
 from pyoco_jax.convert.merge import ConversionError, flat_params
-from pyoco_jax.convert.weight_files import has_weight_files, read_weight_files, weight_files
 from pyoco_jax.models.dit import WanConfig, WanTransformer
 from pyoco_jax.models.layers import Precision
 from pyoco_jax.models.lora import adapted_modules
@@ -137,29 +137,14 @@ def diffusers_state_dict(model: WanTransformer, dtype: jnp.dtype | None = None) 
 
 def read_wan_config(path: str | Path) -> WanConfig:
     """The WanConfig of a diffusers transformer (or pipeline) folder."""
-    file = component_folder(path, SUBFOLDER, "diffusers WanTransformer3DModel") / CONFIG_NAME
-    try:
-        return WanConfig.from_diffusers(json.loads(file.read_text()))
-    except (ValueError, TypeError) as err:
-        raise ConversionError(f"{file}: {err}") from err
-
-
-def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
-    pickles = sorted(p.name for p in folder.glob("diffusion_pytorch_model*.bin"))
-    if pickles and not has_weight_files(folder, WEIGHTS_NAME):
-        raise ConversionError(
-            f"{folder} holds only pickle weights ({', '.join(pickles)}), which can run code when read, so they are "
-            "refused. Re-save them as safetensors: "
-            "WanTransformer3DModel.from_pretrained(folder).save_pretrained(out, safe_serialization=True)"
-        )
-    return read_weight_files(weight_files(folder, WEIGHTS_NAME))
+    return read_component_config(path, SUBFOLDER, "WanTransformer3DModel", WanConfig.from_diffusers)
 
 
 def read_wan_params(path: str | Path) -> tuple[WanConfig, dict[str, np.ndarray]]:
     """(config, parameters by our dotted names and layouts) of a diffusers transformer (or pipeline) folder."""
     folder = component_folder(path, SUBFOLDER, "diffusers WanTransformer3DModel")
     config = read_wan_config(folder)
-    return config, convert_state_dict(_read_tensors(folder), config.num_layers)
+    return config, convert_state_dict(read_component_tensors(folder, "WanTransformer3DModel"), config.num_layers)
 
 
 def load_wan_transformer(

@@ -7,7 +7,6 @@ weights (O, I, kt, kh, kw) become kernels (kt, kh, kw, I, O), Conv2d weights (O,
 ConversionError lists the names. Pickle `.bin` weights are refused: they can run code when read.
 """
 
-import json
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -15,9 +14,8 @@ import numpy as np
 from flax import nnx
 
 from pyoco_jax.convert.clip import component_folder, filled_model
-from pyoco_jax.convert.diffusers_names import CONFIG_NAME, WEIGHTS_NAME
+from pyoco_jax.convert.component import read_component_config, read_component_tensors
 from pyoco_jax.convert.merge import ConversionError
-from pyoco_jax.convert.weight_files import has_weight_files, read_weight_files, weight_files
 from pyoco_jax.models.layers import Precision
 from pyoco_jax.models.vae.wan import WanVAE
 from pyoco_jax.models.vae.wan_config import WanVAEConfig
@@ -53,28 +51,14 @@ def convert_state_dict(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def read_wan_vae_config(path: str | Path) -> WanVAEConfig:
     """The WanVAEConfig of a diffusers VAE (or pipeline) folder."""
-    file = component_folder(path, SUBFOLDER, "diffusers AutoencoderKLWan") / CONFIG_NAME
-    try:
-        return WanVAEConfig.from_diffusers(json.loads(file.read_text()))
-    except (ValueError, TypeError, KeyError) as err:
-        raise ConversionError(f"{file}: {err}") from err
-
-
-def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
-    pickles = sorted(p.name for p in folder.glob("diffusion_pytorch_model*.bin"))
-    if pickles and not has_weight_files(folder, WEIGHTS_NAME):
-        raise ConversionError(
-            f"{folder} holds only pickle weights ({', '.join(pickles)}), which can run code when read, so they are "
-            "refused; re-save them as safetensors: AutoencoderKLWan.from_pretrained(folder).save_pretrained(out)"
-        )
-    return read_weight_files(weight_files(folder, WEIGHTS_NAME))
+    return read_component_config(path, SUBFOLDER, "AutoencoderKLWan", WanVAEConfig.from_diffusers)
 
 
 def load_wan_vae_params(path: str | Path) -> tuple[WanVAEConfig, dict[str, np.ndarray]]:
     """(config, parameters by our dotted names and layouts) of a diffusers VAE folder or a pipeline folder
     with a `vae/` subfolder (config.json + diffusion_pytorch_model.safetensors, or its shards)."""
     folder = component_folder(path, SUBFOLDER, "diffusers AutoencoderKLWan")
-    return read_wan_vae_config(folder), convert_state_dict(_read_tensors(folder))
+    return read_wan_vae_config(folder), convert_state_dict(read_component_tensors(folder, "AutoencoderKLWan"))
 
 
 def load_wan_vae(
