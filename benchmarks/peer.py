@@ -10,16 +10,28 @@ does too). Random init, nothing downloaded. One step is forward + backward + Ada
 batch, on the same device in one process: float32 on CPU; on a GPU ours runs model.dtype=bfloat16
 and the peer bf16 autocast with PyTorch SDPA attention. Our step also draws the PYoCo noise,
 applies EDM preconditioning, clips gradients and updates the EMA; the peer's is a plain MSE step.
+Both train every weight. MFU divides each side's own model FLOPs (ours: the step's matmuls without
+remat; the peer's: PyTorch's FlopCounterMode over one step) by the device's bf16 peak. The peer runs
+first and frees its memory, so each side has the whole device.
 """
 
 import argparse
+import dataclasses
 import math
 import os
 import statistics
 import sys
 import time
 
-from benchmarks.train_step import StepTiming, parse_with_overrides, set_cpu_devices, step_parser, time_train_step
+from benchmarks.train_step import (
+    StepTiming,
+    mfu,
+    parse_with_overrides,
+    random_batches,
+    set_cpu_devices,
+    step_parser,
+    time_train_step,
+)
 
 ARCHITECTURE_NOTES = """How the two differ at the same sizes:
   - Temporal layers: ours is LayerNorm + one multi-head self-attention across frames with a zero-init output
@@ -33,7 +45,6 @@ ARCHITECTURE_NOTES = """How the two differ at the same sizes:
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = step_parser(__doc__, default_steps=5)
-    parser.add_argument("--context_tokens", type=int, default=8)
     parser.add_argument("--context_dim", type=int, default=32)
     return parse_with_overrides(parser, argv)
 
@@ -43,6 +54,7 @@ def comparable_config(config, context_dim: int, on_gpu: bool):
     config = config.copy_and_resolve_references()
     model, temporal = config.model, config.model.temporal
     model.cross_attention_dim = context_dim
+    config.optim.trainable = ""  # The peer trains every weight.
     model.num_classes = config.data.num_classes = 0
     model.fps_conditioning = False
     model.mid_block_attention = True
@@ -53,22 +65,6 @@ def comparable_config(config, context_dim: int, on_gpu: bool):
     if on_gpu:
         model.dtype = "bfloat16"
     return config
-
-
-def host_batches(config, context_tokens: int, seed: int = 0) -> list[dict]:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    d = config.data
-    b = d.global_batch_size
-    return [
-        {
-            "video": rng.integers(0, 256, (b, d.num_frames, d.resolution, d.resolution, d.channels), dtype=np.uint8),
-            "label": np.zeros((b,), np.int32),
-            "fps": np.full((b,), d.fps, np.float32),
-            "context": rng.standard_normal((b, context_tokens, config.model.cross_attention_dim)).astype(np.float32),
-        }
-    ]
 
 
 def build_peer(config):
@@ -98,9 +94,11 @@ def build_peer(config):
     )
 
 
-def time_peer(model, batch: dict, *, device: str, warmup: int, steps: int) -> list[float]:
-    """Seconds per forward + backward + AdamW step of the peer on `batch` (our layout, converted once)."""
+def time_peer(model, batch: dict, *, device: str, warmup: int, steps: int) -> tuple[list[float], float, float]:
+    """(seconds per forward + backward + AdamW step, model FLOPs of one step, peak bytes) of the peer on `batch`
+    (our layout, converted once)."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -123,33 +121,56 @@ def time_peer(model, batch: dict, *, device: str, warmup: int, steps: int) -> li
         if device == "cuda":
             torch.cuda.synchronize()
 
+    with FlopCounterMode(display=False) as counter:  # Counted on an untimed step.
+        step()
     times = []
     for index in range(warmup + steps):
         start = time.perf_counter()
         step()
         if index >= warmup:
             times.append(time.perf_counter() - start)
-    return times
+    peak = float(torch.cuda.max_memory_allocated()) if device == "cuda" else 0.0
+    return times, float(counter.get_total_flops()), peak
 
 
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     from pyoco_jax.config import load_config, validate
 
-    base = load_config(args.config, overrides)
+    base = load_config(args.config, overrides, reads_data=False)  # Batches are made up.
     per_step = base.data.global_batch_size // base.optim.accum_steps
     set_cpu_devices(args.cpu_devices or math.gcd(os.cpu_count() or 1, per_step))
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # Leaves the peer its share of a GPU.
     import jax
     import torch
 
     on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
     config = validate(comparable_config(base, args.context_dim, on_gpu))
-    batches = host_batches(config, args.context_tokens)
-    ours: StepTiming = time_train_step(config, batches, warmup=args.warmup, steps=args.steps)
-    peer_model = build_peer(config)
-    peer_times = time_peer(
-        peer_model, batches[0], device="cuda" if on_gpu else "cpu", warmup=args.warmup, steps=args.steps
+    batches = random_batches(config, args.context_tokens)
+    d, m = config.data, config.model
+    print(
+        f"shape: batch {d.global_batch_size} x {d.num_frames} frames x {d.resolution}^2 x {d.channels}, channels "
+        f"{tuple(m.block_out_channels)}, {m.layers_per_block} ResNet(s)/level, attention {tuple(m.attention_levels)} "
+        f"x {m.num_attention_heads} heads, temporal heads {m.temporal.num_heads}, context {args.context_tokens} x "
+        f"{args.context_dim}; {'GPU bf16' if on_gpu else 'CPU float32'}, attention {m.attention_backend}",
+        flush=True,
     )
+    frames = d.global_batch_size * d.num_frames
+    peer_model = build_peer(config)
+    peer_params = sum(p.numel() for p in peer_model.parameters())
+    peer_temporal = sum(p.numel() for name, p in peer_model.named_parameters() if "motion_modules" in name)
+    device = "cuda" if on_gpu else "cpu"
+    peer_times, peer_flops, peer_peak = time_peer(
+        peer_model, batches[0], device=device, warmup=args.warmup, steps=args.steps
+    )
+    peer_s = statistics.median(peer_times)
+    del peer_model
+    if on_gpu:
+        torch.cuda.empty_cache()  # Hands the peer's memory back before ours allocates.
+    ours: StepTiming = time_train_step(config, batches, warmup=args.warmup, steps=args.steps)
+    ours_s = ours.median
+    peer_timing = dataclasses.replace(ours, step_seconds=peer_times, flops_per_step=peer_flops)
+    percent = lambda value: "n/a" if value is None else f"{value:.1%}"
 
     from flax import nnx
 
@@ -159,25 +180,16 @@ def main(argv: list[str] | None = None) -> None:
     ours_flat = jax.tree_util.tree_flatten_with_path(nnx.state(abstract_model, nnx.Param))[0]
     our_params = sum(x.size for _, x in ours_flat)
     our_temporal = sum(x.size for path, x in ours_flat if "temporal" in jax.tree_util.keystr(path))
-    peer_params = sum(p.numel() for p in peer_model.parameters())
-    peer_temporal = sum(p.numel() for name, p in peer_model.named_parameters() if "motion_modules" in name)
-    frames = config.data.global_batch_size * config.data.num_frames
-    ours_s, peer_s = ours.median, statistics.median(peer_times)
-    d, m = config.data, config.model
     print(
-        f"shape: batch {d.global_batch_size} x {d.num_frames} frames x {d.resolution}^2 x {d.channels}, channels "
-        f"{tuple(m.block_out_channels)}, {m.layers_per_block} ResNet(s)/level, attention {tuple(m.attention_levels)} "
-        f"x {m.num_attention_heads} heads, temporal heads {m.temporal.num_heads}, context {args.context_tokens} x "
-        f"{args.context_dim}; {'GPU bf16' if on_gpu else 'CPU float32'}"
-    )
-    print(
-        f"ours (JAX, {ours.num_devices} x {ours.device_kind}): {ours_s * 1e3:.1f} ms/step, "
-        f"{frames / ours_s:.1f} frames/s, {our_params:,} params ({our_temporal:,} temporal), "
+        f"ours (JAX {jax.__version__}, {ours.num_devices} x {ours.device_kind}): {ours_s * 1e3:.1f} ms/step, "
+        f"{frames / ours_s:.1f} frames/s, MFU {percent(mfu(ours))} of {ours.flops_per_step / 1e12:.2f} TFLOP/step, "
+        f"peak {ours.peak_memory_bytes / 2**30:.1f} GiB, {our_params:,} params ({our_temporal:,} temporal), "
         f"compile {ours.compile_seconds:.1f} s"
     )
     print(
         f"peer (PyTorch {torch.__version__}, diffusers UNetMotionModel, {torch.get_num_threads()} threads): "
-        f"{peer_s * 1e3:.1f} ms/step, {frames / peer_s:.1f} frames/s, {peer_params:,} params "
+        f"{peer_s * 1e3:.1f} ms/step, {frames / peer_s:.1f} frames/s, MFU {percent(mfu(peer_timing))} of "
+        f"{peer_flops / 1e12:.2f} TFLOP/step, peak {peer_peak / 2**30:.1f} GiB, {peer_params:,} params "
         f"({peer_temporal:,} in motion modules)"
     )
     print(f"ratio ours/peer step time: {ours_s / peer_s:.2f} (below 1: ours is faster)")

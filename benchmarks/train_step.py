@@ -1,14 +1,17 @@
 """Training-step benchmark: compile the real step of any config on the local devices, warm up, time N steps.
 
     python -m benchmarks.train_step --config configs/tiny.py [--config.key=value ...] \
-        [--steps 10] [--warmup 2] [--cpu_devices N] [--peak_tflops T]
+        [--steps 10] [--warmup 2] [--cpu_devices N] [--peak_tflops T] [--random_batches]
 
 The mesh comes from `config.mesh` (override e.g. --config.mesh.fsdp=2). Prints the step
-time, frames/s, FLOPs per step (XLA cost analysis; remat recomputation included), MFU
+time, frames/s, model FLOPs per step (the step's matmuls without remat, as the training log
+counts them: pyoco_jax/train/flops.py) and the compiler's FLOPs (XLA cost analysis, remat
+recomputation included; it counts a scanned loop's body once), MFU from the model FLOPs
 against the device's bf16 peak (pyoco_jax/train/hardware.py; on CPU only with
 --peak_tflops, per device) and peak memory per device (the allocator's peak where the
 platform reports one, else the compiled memory analysis). Batches are made before timing,
-so data loading is not measured.
+so data loading is not measured; --random_batches makes them up (shaped as the data source's, text
+contexts of --context_tokens tokens), for a latent config without a prepared cache.
 """
 
 import argparse
@@ -27,6 +30,7 @@ def step_parser(description: str, default_steps: int) -> argparse.ArgumentParser
     parser.add_argument("--steps", type=int, default=default_steps, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
     parser.add_argument("--cpu_devices", type=int, default=0, help="host devices (default: one per core dividing B)")
+    parser.add_argument("--context_tokens", type=int, default=8, help="text tokens of made-up batches")
     return parser
 
 
@@ -42,6 +46,7 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tu
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = step_parser(__doc__, default_steps=10)
     parser.add_argument("--peak_tflops", type=float, default=0.0, help="per-device peak for MFU where none is known")
+    parser.add_argument("--random_batches", action="store_true", help="made-up batches instead of the data source")
     return parse_with_overrides(parser, argv)
 
 
@@ -56,7 +61,8 @@ def set_cpu_devices(count: int) -> None:
 class StepTiming:
     compile_seconds: float
     step_seconds: list[float]
-    flops_per_step: float  # all devices
+    flops_per_step: float  # all devices, model FLOPs (no remat)
+    compiler_flops_per_step: float  # all devices, XLA cost analysis
     peak_memory_bytes: float  # per device
     memory_source: str
     num_devices: int
@@ -74,11 +80,12 @@ def time_train_step(config, host_batches: list[dict], *, warmup: int, steps: int
 
     from pyoco_jax import parallel
     from pyoco_jax.train.build import build_run, sharded_step
+    from pyoco_jax.train.flops import step_model_flops
 
     mesh = parallel.make_mesh(config.mesh)
     parts = build_run(config)
     example = {name: value[0] for name, value in host_batches[0].items()}
-    step = sharded_step(parts, config, mesh, example)
+    step = sharded_step(parts, config, mesh, example, null_context=example.get("context"))
     state = jax.jit(lambda: parts.init_state(config), out_shardings=step.state_sharding)()
     fields = step.batch_sharding  # The numeric fields; strings stay on the host.
     batches = [jax.device_put({k: batch[k] for k in fields}, fields) for batch in host_batches]
@@ -105,7 +112,8 @@ def time_train_step(config, host_batches: list[dict], *, warmup: int, steps: int
     return StepTiming(
         compile_seconds=compile_seconds,
         step_seconds=times,
-        flops_per_step=float(cost.get("flops", 0.0)) * len(devices),
+        flops_per_step=step_model_flops(config, mesh, example),
+        compiler_flops_per_step=float(cost.get("flops", 0.0)) * len(devices),
         peak_memory_bytes=peak,
         memory_source=source,
         num_devices=len(devices),
@@ -135,8 +143,9 @@ def report(timing: StepTiming, frames_per_step: int, peak_tflops: float = 0.0) -
             f"step time: median {timing.median * 1e3:.1f} ms (min {min(timing.step_seconds) * 1e3:.1f}, "
             f"max {max(timing.step_seconds) * 1e3:.1f}, {len(timing.step_seconds)} steps)",
             f"frames/s: {frames_per_step / timing.median:.1f}",
-            f"FLOPs/step: {timing.flops_per_step:.4g} (XLA cost analysis, all devices; "
-            f"{timing.flops_per_step / timing.median / 1e9:.2f} GFLOP/s achieved)",
+            f"model FLOPs/step: {timing.flops_per_step:.4g} (matmuls without remat, all devices; "
+            f"{timing.flops_per_step / timing.median / timing.num_devices / 1e12:.2f} TFLOP/s per device)",
+            f"compiler FLOPs/step: {timing.compiler_flops_per_step:.4g} (XLA cost analysis, remat included)",
             f"MFU: {mfu_text}",
             f"peak memory per device: {timing.peak_memory_bytes / 2**20:.1f} MiB ({timing.memory_source})",
         ]
@@ -154,14 +163,35 @@ def source_batches(config, count: int) -> list[dict]:
     return [stream[n] for n in range(count)]
 
 
+def random_batches(config, context_tokens: int, seed: int = 0) -> list[dict]:
+    """One global batch of made-up inputs as the data source lays them out: uint8 pixels or float32 latents,
+    and a text context where the model cross-attends."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    d = config.data
+    b, shape = d.global_batch_size, (d.global_batch_size, d.num_frames, d.resolution, d.resolution, d.channels)
+    latent = d.source == "latents"
+    batch = {
+        "video": rng.standard_normal(shape, np.float32) if latent else rng.integers(0, 256, shape, dtype=np.uint8),
+        "label": np.zeros((b,), np.int32),
+        "fps": np.full((b,), d.fps, np.float32),
+    }
+    if config.model.cross_attention_dim:
+        width = config.model.cross_attention_dim
+        batch["context"] = rng.standard_normal((b, context_tokens, width)).astype(np.float32)
+    return [batch]
+
+
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     from pyoco_jax.config import load_config
 
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, overrides, reads_data=not args.random_batches)
     per_step = config.data.global_batch_size // config.optim.accum_steps
     set_cpu_devices(args.cpu_devices or math.gcd(os.cpu_count() or 1, per_step))
-    timing = time_train_step(config, source_batches(config, 2), warmup=args.warmup, steps=args.steps)
+    batches = random_batches(config, args.context_tokens) if args.random_batches else source_batches(config, 2)
+    timing = time_train_step(config, batches, warmup=args.warmup, steps=args.steps)
     frames = config.data.global_batch_size * config.data.num_frames
     print(report(timing, frames, args.peak_tflops))
 

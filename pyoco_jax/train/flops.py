@@ -56,10 +56,11 @@ def matmul_flops(jaxpr) -> float:
 
 
 def step_model_flops(config: ml_collections.ConfigDict, mesh: Mesh, example: dict[str, np.ndarray]) -> float:
-    """Matmul FLOPs (all devices) of one training step of `config` without remat, traced on `mesh` for batches
-    stacked from `example`; nothing is compiled or allocated."""
+    """Matmul FLOPs (all devices) of one training step of `config` without remat and with plain attention, traced
+    on `mesh` for batches stacked from `example`; nothing is compiled or allocated."""
     plain = config.copy_and_resolve_references()
     plain.model.remat = "none"
+    plain.model.attention_backend = "xla"  # The same math; a fused kernel's custom call hides its matmuls.
     parts = build_run(plain)
     step = sharded_step(parts, plain, mesh, example, null_context=example.get("context"))
     state, batch = step.abstract_inputs(parts.abstract_state, example, config.data.global_batch_size)
