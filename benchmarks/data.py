@@ -73,26 +73,31 @@ def measure(args: argparse.Namespace, folder: str, workers: int) -> dict[str, fl
     )
     source = make_source(config, seed=0)
     source.decode_threads = args.decode_threads
+    return time_loader(config, source, batches=args.batches, step_time=args.step_time)
+
+
+def time_loader(data_config, source, *, batches: int, step_time: float) -> dict[str, float]:
+    """Clips/s through the real Loader after a warm-up batch, and the waiting share of a modelled `step_time`."""
     sharding = NamedSharding(Mesh(np.array(jax.devices()[:1]), ("data",)), PartitionSpec("data"))
     begin = time.perf_counter()
-    with make_loader(config, source, sharding, seed=0) as loader:
+    with make_loader(data_config, source, sharding, seed=0) as loader:
         next(loader)  # Warm-up: worker start-up and the first batch.
         startup = time.perf_counter() - begin
         begin, waits = time.perf_counter(), []
-        for _ in range(args.batches):
+        for _ in range(batches):
             batch = next(loader)
             waits.append(loader.last_wait_seconds)
-            if args.step_time:
-                time.sleep(args.step_time)
+            if step_time:
+                time.sleep(step_time)
         jax.block_until_ready(batch)
         elapsed = time.perf_counter() - begin
     wait = float(np.sum(waits))
     return {
-        "workers": workers,
-        "clips_per_s": args.batches * args.batch_size / elapsed,
+        "workers": data_config.worker_count,
+        "clips_per_s": batches * data_config.global_batch_size / elapsed,
         "startup_s": startup,
-        "wait_share": wait / (wait + args.batches * args.step_time) if args.step_time else 1.0,
-        "wait_per_step_s": wait / args.batches,
+        "wait_share": wait / (wait + batches * step_time) if step_time else 1.0,
+        "wait_per_step_s": wait / batches,
     }
 
 

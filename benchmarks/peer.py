@@ -16,7 +16,6 @@ first and frees its memory, so each side has the whole device.
 """
 
 import argparse
-import dataclasses
 import math
 import os
 import statistics
@@ -164,13 +163,20 @@ def main(argv: list[str] | None = None) -> None:
         peer_model, batches[0], device=device, warmup=args.warmup, steps=args.steps
     )
     peer_s = statistics.median(peer_times)
+    peer_timing = StepTiming(0.0, peer_times, peer_flops, 0.0, peer_peak, "torch", 1, jax.devices()[0].device_kind, {})
+    percent = lambda value: "n/a" if value is None else f"{value:.1%}"
+    print(  # Before ours compiles, so a run cut short still reports the peer.
+        f"peer (PyTorch {torch.__version__}, diffusers UNetMotionModel, {torch.get_num_threads()} threads): "
+        f"{peer_s * 1e3:.1f} ms/step, {frames / peer_s:.1f} frames/s, MFU {percent(mfu(peer_timing))} of "
+        f"{peer_flops / 1e12:.2f} TFLOP/step, peak {peer_peak / 2**30:.1f} GiB, {peer_params:,} params "
+        f"({peer_temporal:,} in motion modules)",
+        flush=True,
+    )
     del peer_model
     if on_gpu:
         torch.cuda.empty_cache()  # Hands the peer's memory back before ours allocates.
     ours: StepTiming = time_train_step(config, batches, warmup=args.warmup, steps=args.steps)
     ours_s = ours.median
-    peer_timing = dataclasses.replace(ours, step_seconds=peer_times, flops_per_step=peer_flops)
-    percent = lambda value: "n/a" if value is None else f"{value:.1%}"
 
     from flax import nnx
 
@@ -185,12 +191,6 @@ def main(argv: list[str] | None = None) -> None:
         f"{frames / ours_s:.1f} frames/s, MFU {percent(mfu(ours))} of {ours.flops_per_step / 1e12:.2f} TFLOP/step, "
         f"peak {ours.peak_memory_bytes / 2**30:.1f} GiB, {our_params:,} params ({our_temporal:,} temporal), "
         f"compile {ours.compile_seconds:.1f} s"
-    )
-    print(
-        f"peer (PyTorch {torch.__version__}, diffusers UNetMotionModel, {torch.get_num_threads()} threads): "
-        f"{peer_s * 1e3:.1f} ms/step, {frames / peer_s:.1f} frames/s, MFU {percent(mfu(peer_timing))} of "
-        f"{peer_flops / 1e12:.2f} TFLOP/step, peak {peer_peak / 2**30:.1f} GiB, {peer_params:,} params "
-        f"({peer_temporal:,} in motion modules)"
     )
     print(f"ratio ours/peer step time: {ours_s / peer_s:.2f} (below 1: ours is faster)")
     print(ARCHITECTURE_NOTES)

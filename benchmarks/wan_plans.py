@@ -31,6 +31,12 @@ PLANS = {
     "1.3B 480p, 64 chips": ("configs/wan21_1_3b.py", "v5p:4x4x4", ("mesh.tensor=4", "optim.accum_steps=1")),
     "14B 480p, 64 chips": ("configs/wan21_14b.py", "v5p:4x4x4", AT_480P),
     "14B 720p, 64 chips": ("configs/wan21_14b.py", "v5p:4x4x4", ()),
+    # Context parallelism: each clip's 75,600 tokens split over 8 devices (models/context_parallel.py).
+    "14B 720p, 64 chips, context parallel": (
+        "configs/wan21_14b.py",
+        "v5p:4x4x4",
+        ("mesh.tensor=1", "mesh.sequence=8"),
+    ),
 }
 GIB = 2**30
 

@@ -24,6 +24,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.path = ""  # video_folder: the folder; ucf101: manual dir with UCF-101/ + split files (built on first use).
     c.data.num_frames = 8  # F: frames per clip.
     c.data.resolution = 32  # H = W of a frame in pixels (or latent side for latent sources).
+    # Aspect-ratio and duration buckets (pyoco_jax/data/buckets.py): ((height, width, frames), ...) in the units of
+    # data.resolution, for video_folder (and a latent cache prepared with them). Each video goes to the bucket
+    # nearest its aspect ratio among those whose frames it fills; each global batch is one bucket's, buckets drawn
+    # in proportion to their clips. (): one shape. data.num_frames/resolution stay the shape samples are drawn at.
+    c.data.buckets = ()
     c.data.channels = 3  # C of the model input (3 for RGB pixels, 4 for SD latents).
     c.data.num_examples = 4096  # Size of the synthetic dataset (indices 0..N-1).
     c.data.num_classes = 0  # Class labels in the data (0: unconditional).
@@ -98,6 +103,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.diffusion.flow.grid = "euler"
     c.diffusion.flow.num_train_timesteps = 1000  # The grid's smallest time before shifting is 1 / this (diffusers').
     c.diffusion.flow.sample_shift = -1.0  # Shift of the sampling times (Wan 2.1: 3 at 480p, 5 at 720p; -1: shift).
+    # The network's time input while sampling: none: the float t * timestep_scale | floor: its whole part, as
+    # diffusers' UniPCMultistepScheduler and Wan's sampler give it (their update keeps the exact times).
+    c.diffusion.flow.timestep_rounding = "none"
 
     # ---- Model: the denoising network. The keys from in_channels to attention_backend serve both backbones
     # except those marked (U-Net) and the temporal section; model.dit holds the DiT's own. Each backbone refuses
@@ -133,7 +141,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # Compute dtype (bfloat16 on accelerators).
     c.model.param_dtype = "float32"
     c.model.remat = "none"  # Per-block gradient checkpointing: none | full | dots | offload
-    c.model.attention_backend = "xla"  # xla | cudnn | splash (falls back to xla, with a log line)
+    # auto: per call, splash on TPU, cuDNN flash on GPU, xla for lengths < 128, a bias, or CPU (the rules:
+    # pyoco_jax/models/attention_choice.py) | xla | cudnn | splash (falls back to xla, with a log line).
+    c.model.attention_backend = "auto"
     # The DiT (model.backbone=dit, pyoco_jax/models/dit): keys of diffusers' WanTransformer3DModel config.json
     # (WanConfig) beyond the shared ones above: in_channels, out_channels, cross_attention_dim (its text_dim),
     # num_classes, dtype, param_dtype, remat, attention_backend. Not configurable: qk_norm (always
@@ -236,7 +246,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- VAE (latent runs) and VideoVAE fine-tuning (pyoco_jax/train/video_vae.py, configs/video_vae.py). ----
     c.vae = ml_collections.ConfigDict()
-    c.vae.path = ""  # diffusers AutoencoderKL folder (config.json + safetensors), e.g. <stable-diffusion>/vae.
+    # diffusers AutoencoderKL (SD) or AutoencoderKLWan (Wan 2.1) folder, a pipeline folder holding one in vae/, or
+    # a pyoco-convert output; which of the two its config.json names decides (pyoco_jax/convert/families.py).
+    c.vae.path = ""
     c.vae.dtype = "float32"  # Compute dtype of the VAE (params stay float32; norms run in float32).
     c.vae.video_decoder = ""  # VideoVAE folder (<workdir>/video_vae of a fine-tune) to decode samples ("": per frame).
     c.vae.allow_pickle = False  # Accept a pickle .bin checkpoint (it can run code: only for trusted files).
@@ -256,10 +268,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.vae.num_steps = 2000
     c.vae.log_every = 50  # Log line + TensorBoard scalars + metrics.jsonl.
 
-    # ---- Text conditioning (latent text-to-video): the CLIP text encoder behind model.cross_attention_dim. ----
+    # ---- Text conditioning (latent text-to-video): the text encoder behind model.cross_attention_dim. ----
     c.text = ml_collections.ConfigDict()
-    c.text.path = ""  # transformers CLIPTextModel folder, or a Stable Diffusion pipeline folder ("": no text).
-    c.text.skip_last_layers = 0  # CLIP skip: take the output this many layers before the last (0: SD 1.x).
+    # CLIPTextModel (SD) or UMT5EncoderModel (Wan 2.1) folder, a pipeline folder holding one in text_encoder/ (and
+    # its tokenizer/), or a pyoco-convert output; its config.json's model_type decides which ("": no text).
+    c.text.path = ""
+    c.text.skip_last_layers = 0  # CLIP skip: take the output this many layers before the last (0: SD 1.x; UMT5: 0).
 
     # ---- Device mesh (pyoco_jax/parallel.py). ----
     # Axis sizes within a slice (ICI); one may be -1 (all remaining devices). Total axis size = ICI x DCN.

@@ -1,12 +1,15 @@
 """Wan2.1-T2V-14B's transformer as a pyoco_jax run, at 720p: configs/wan21_1_3b.py with the 14B sizes.
 
-For `pyoco-train --config configs/wan21_14b.py --plan v5p:4x4x4` (memory, FLOPs, step time) today; what
-training still needs, and how square latents stand in for Wan's, is in configs/wan21_1_3b.py. 720p (720x1280,
-90x160 latents) is 120x120 latents here: the same 3600 patches per frame. For 480p:
+For `pyoco-train --config configs/wan21_14b.py --plan v5p:4x4x4` (memory, FLOPs, step time), and fine-tuning
+Wan2.1-T2V-14B-Diffusers with the commands of configs/wan21_1_3b.py (this config in place of that one); how
+square latents stand in for Wan's is there too. 720p (720x1280, 90x160 latents) is 120x120 latents here: the
+same 3600 patches per frame. For 480p:
   --config.data.resolution=80 --config.diffusion.flow.shift=3.0 --config.diffusion.flow.sample_shift=3.0
-At 480p the plan fits v5p:4x4x4 (64 GiB per device); at 720p it does not: the xla attention's logits of
-75600 tokens, 5 heads per device, alone exceed HBM, and 40 heads split no further than tensor=8 on a
-power-of-two slice. docs/wan_plans.md has the figures.
+At 480p the plan fits v5p:4x4x4 (64 GiB per device with the xla attention). At 720p the xla attention's
+logits of 75600 tokens, 5 heads per device, alone exceed HBM; with splash (model.attention_backend=auto) it
+fits in 66.6 GiB, and in 18.2 GiB with context parallelism, each clip's tokens split over 8 devices:
+  --config.mesh.tensor=1 --config.mesh.sequence=8
+docs/wan_plans.md has the figures.
 """
 
 import ml_collections

@@ -1,15 +1,19 @@
 """Wan2.1-T2V-1.3B's transformer as a pyoco_jax run: latent text-to-video with flow matching, at Wan's shapes.
 
-What it is for today: sizing and compiling a Wan-class run before hardware is booked, e.g.
+Fine-tuning Wan2.1-T2V-1.3B-Diffusers (a diffusers folder at WAN), as the README's "Wan 2.1 path" shows:
+  pyoco-convert --diffusers WAN --config configs/wan21_1_3b.py --out runs/wan_converted
+  pyoco-prepare --config configs/wan21_1_3b.py --config.vae.path=runs/wan_converted \
+      --config.text.path=runs/wan_converted --videos VIDEOS --out runs/wan_latents
+  pyoco-train --config configs/wan21_1_3b.py --workdir runs/wan --config.data.path=runs/wan_latents \
+      --config.train.init_from=runs/wan_converted --config.vae.path=runs/wan_converted \
+      --config.text.path=runs/wan_converted [--config.model.lora.rank=32]
+then pyoco-sample --prompt and pyoco-export (a WanPipeline folder). The DiT is diffusers'
+WanTransformer3DModel (same parameters); the latents are Wan's VAE's (16 channels, 8x spatial and 4x temporal
+compression, normalised per channel), the text context UMT5-XXL's (512 tokens, 4096 wide).
+Sizing and compiling a run before hardware is booked:
   pyoco-train --config configs/wan21_1_3b.py --plan v5p:2x2x1
 prints the step's memory per device, FLOPs and a roofline step time (no data, no weights read); on
-v5p:4x4x4 add --config.mesh.tensor=4 --config.optim.accum_steps=1 (docs/wan_plans.md has both). The DiT
-is diffusers' WanTransformer3DModel (same parameters; the export is a loadable folder). Fine-tuning Wan:
-  --config.train.init_from=PATH/Wan2.1-T2V-1.3B-Diffusers   (the pipeline folder; its transformer/ is read)
-  --config.model.lora.rank=32                                (LoRA; without it every weight trains)
-Training it needs what pyoco_jax does not have yet: Wan's VAE (16-channel latents, 8x spatial and 4x
-temporal compression) and its UMT5-XXL text encoder (4096-wide tokens), so a latent cache (pyoco-prepare's
-layout) of those must come from elsewhere.
+v5p:4x4x4 add --config.mesh.tensor=4 --config.optim.accum_steps=1 (docs/wan_plans.md has both).
 
 Shapes: 81 frames are 1 + 80 / 4 = 21 latent frames; 480p (480x832) is 60x104 latents. Frames are square
 here (data.resolution), so 80x80 latents stand in for 480p: 40 x 40 = 1600 patches per frame against
@@ -29,10 +33,14 @@ SIZES_1_3B = dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, 
 # fsdp) the compiler contracts q/k/v over the fsdp-split width, the activations lose their batch split and
 # every fsdp device computes the attention of the whole batch: on v5p:2x2x1 (fsdp 2 x tensor 2, 2 clips) 87 GiB
 # of temporaries holding [2, 6, 33600, 33600] logits per device, against 41 GiB with these rules
-# (docs/wan_plans.md).
+# (docs/wan_plans.md). With context parallelism (mesh.sequence > 1: tokens split, models/context_parallel.py)
+# the weights are split over sequence too, ZeRO-style; else each sequence device would hold a whole copy
+# (the 14B at 720p over fsdp 8 x sequence 8: 26.7 GiB of state per device against 3.7).
 DIT_RULES = (
+    ("heads", ("tensor", "fsdp", "sequence")),
     ("heads", ("tensor", "fsdp")),
     ("heads", "tensor"),
+    ("mlp", ("tensor", "fsdp", "sequence")),
     ("mlp", ("tensor", "fsdp")),
     ("mlp", "tensor"),
     ("temb", "fsdp"),
@@ -74,6 +82,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.diffusion.flow.shift = 3.0  # Wan 2.1 at 480p (5.0 at 720p), for training and sampling times alike.
     c.diffusion.flow.sample_shift = 3.0
     c.diffusion.flow.grid = "unipc"  # diffusers' UniPCMultistepScheduler with flow sigmas, as Wan samples.
+    c.diffusion.flow.timestep_rounding = "floor"  # Its integer timesteps too: samples equal WanPipeline's.
     c.noise.prior = "iid"  # Wan's; --config.noise.prior=progressive trains with PYoCo's prior instead.
 
     # 16 micro-batches of 2 clips: one clip per data-parallel device on v5p:2x2x1 (fsdp 2 x tensor 2). The xla

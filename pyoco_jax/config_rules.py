@@ -12,16 +12,19 @@ import ml_collections
 from pyoco_jax import parallel
 from pyoco_jax.conditioning import FRAME_MODES, condition_channels
 from pyoco_jax.configs import default
+from pyoco_jax.data.buckets import parse_buckets
 from pyoco_jax.data.clip_sampling import CROPS, TEMPORAL_SAMPLINGS
 from pyoco_jax.data.loader import SOURCES
 from pyoco_jax.data.synthetic import BACKGROUNDS, check_shape_size
 from pyoco_jax.data.video_sources import UCF101_SPLITS
 from pyoco_jax.diffusion import FLOW_GRIDS, FORMULATIONS, LOSS_WEIGHTINGS, PREDICTIONS, SAMPLERS, TIME_SAMPLINGS
 from pyoco_jax.diffusion import check_config as check_diffusion
+from pyoco_jax.diffusion.flow import TIMESTEP_ROUNDINGS
 from pyoco_jax.diffusion.schedules import DDPM_SCHEDULES
 from pyoco_jax.errors import ConfigError, UserError
 from pyoco_jax.evaluate.fvd_protocol import get_protocol
 from pyoco_jax.evaluate.run_eval import METRICS
+from pyoco_jax.models import context_parallel
 from pyoco_jax.models.attention import BACKENDS
 from pyoco_jax.models.dit import wan_config
 from pyoco_jax.models.layers import COMPUTE_DTYPES, PARAM_DTYPES
@@ -47,6 +50,7 @@ CHOICES = {
     "diffusion.flow.time_sampling": TIME_SAMPLINGS,
     "diffusion.flow.loss_weighting": LOSS_WEIGHTINGS,
     "diffusion.flow.grid": FLOW_GRIDS,
+    "diffusion.flow.timestep_rounding": TIMESTEP_ROUNDINGS,
     "model.backbone": BACKBONES,
     "model.dtype": COMPUTE_DTYPES,
     "model.param_dtype": PARAM_DTYPES,
@@ -248,6 +252,7 @@ def check_combinations(config: ml_collections.ConfigDict) -> None:
     _check_model(config)
     _check_condition(config)
     _check_mesh(config)
+    _check_buckets(config)
     require(
         data.global_batch_size % optim.accum_steps == 0,
         "data.global_batch_size",
@@ -323,11 +328,61 @@ def _check_mesh(config: ml_collections.ConfigDict) -> None:
     sequence = mesh.sequence * mesh[parallel.DCN_PREFIX + "sequence"]
     require(sequence >= 1, "mesh.sequence", "cannot be -1: it must divide data.num_frames, so set it explicitly")
     require(
-        config.data.num_frames % sequence == 0,
+        config.data.num_frames % sequence == 0 or config.model.backbone == "dit",  # The DiT splits tokens.
         "data.num_frames",
         f"{config.data.num_frames} frames cannot be split over mesh.sequence x mesh.dcn_sequence = {sequence} devices",
     )
     parallel.logical_rules(mesh)
+
+
+def _check_buckets(config: ml_collections.ConfigDict) -> None:
+    """Each bucket shape obeys what data.num_frames and data.resolution obey: the model's and the mesh's rules."""
+    data, model = config.data, config.model
+    try:
+        buckets = parse_buckets(data.buckets)
+    except ValueError as err:
+        raise ConfigError(f"config key 'data.buckets': {err}") from None
+    if not buckets:
+        return
+    require(
+        data.source in ("video_folder", "latents"),
+        "data.buckets",
+        f"buckets apply to data.source 'video_folder' or 'latents', not {data.source!r}; set ()",
+    )
+    require(not config.train.eval_every, "train.eval_every", "in-loop eval needs clips of one shape; set 0")
+    conditioned = config.condition.frames or config.condition.low_res_factor > 1
+    require(not conditioned, "data.buckets", "conditioned runs (condition.*) need clips of one shape; set ()")
+    sequence = config.mesh.sequence * config.mesh[parallel.DCN_PREFIX + "sequence"]
+    for bucket in buckets:
+        shape = f"bucket {bucket} (height x width x frames)"
+        if model.backbone == "dit":
+            frames, height, width = wan_config(model).patch_size
+            for size, patch in ((bucket.frames, frames), (bucket.height, height), (bucket.width, width)):
+                require(size % patch == 0, "data.buckets", f"{shape}: {size} is not divisible by model.dit.patch_size")
+            longest = max(bucket.frames // frames, bucket.height // height, bucket.width // width)
+            require(
+                longest <= model.dit.rope_max_seq_len,
+                "model.dit.rope_max_seq_len",
+                f"{model.dit.rope_max_seq_len} positions, but {shape} is {longest} patches long on an axis",
+            )
+        else:
+            factor = 2 ** (len(model.block_out_channels) - 1)
+            require(
+                bucket.height % factor == 0 and bucket.width % factor == 0,
+                "data.buckets",
+                f"{shape}: height and width must be divisible by the U-Net's downsampling factor {factor}",
+            )
+            require(
+                bucket.frames <= data.num_frames,
+                "data.buckets",
+                f"{shape}: more frames than data.num_frames={data.num_frames}, which sizes the U-Net's per-frame "
+                "tables; raise data.num_frames",
+            )
+        require(
+            bucket.frames % sequence == 0,
+            "data.buckets",
+            f"{shape}: {bucket.frames} frames cannot be split over mesh.sequence x mesh.dcn_sequence = {sequence}",
+        )
 
 
 def _per_level(value, levels: int, key: str) -> tuple:
@@ -402,6 +457,15 @@ def _check_dit(config: ml_collections.ConfigDict) -> None:
         longest <= wan.rope_max_seq_len,
         "model.dit.rope_max_seq_len",
         f"{wan.rope_max_seq_len} positions, but a clip is {longest} patches long on an axis",
+    )
+    mesh = config.mesh
+    context_parallel.check_sizes(
+        wan.num_attention_heads,
+        (data.num_frames // frames) * (data.resolution // height) * (data.resolution // width),
+        token_devices=mesh.sequence * mesh.dcn_sequence,
+        head_devices=max(mesh.tensor * mesh.dcn_tensor, 1),  # -1 (all remaining devices): checked with the mesh.
+        token_key="mesh.sequence",
+        head_key="mesh.tensor",
     )
 
 

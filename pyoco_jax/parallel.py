@@ -9,8 +9,9 @@ total size is their product. With every DCN size 1 the mesh is a plain device
 mesh over all devices.
 """
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import ml_collections
@@ -21,11 +22,13 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pyoco_jax.errors import ConfigError
-from pyoco_jax.models import axes
+from pyoco_jax.models import axes, context_parallel
+from pyoco_jax.models.attention_target import kernel_target
 
 MESH_AXES = ("data", "fsdp", "tensor", "sequence")
 BATCH_AXES = ("data", "fsdp")
 SEQUENCE_AXIS = "sequence"
+TENSOR_AXIS = "tensor"
 DCN_PREFIX = "dcn_"
 
 Rules = tuple[tuple[str, tuple[str, ...] | None], ...]
@@ -211,9 +214,41 @@ def state_shardings(tree, mesh: Mesh, rules: Rules):
 VIDEO_FIELD = "video"
 
 
-def video_spec(mesh: Mesh) -> PartitionSpec:
-    """A video batch (B, F, H, W, C): rows over the data-parallel axes, frames over `sequence` when it is > 1."""
-    return PartitionSpec(BATCH_AXES, SEQUENCE_AXIS) if mesh.shape[SEQUENCE_AXIS] > 1 else PartitionSpec(BATCH_AXES)
+def video_spec(mesh: Mesh, num_frames: int | None = None) -> PartitionSpec:
+    """A video batch (B, F, H, W, C): rows over the data-parallel axes, frames over `sequence` when it is > 1
+    and divides `num_frames` (None: assumed to). A DiT's clip whose frames do not divide stays whole over
+    `sequence`; the model splits its tokens instead (`model_context`)."""
+    sequence = mesh.shape[SEQUENCE_AXIS]
+    if sequence > 1 and (num_frames is None or num_frames % sequence == 0):
+        return PartitionSpec(BATCH_AXES, SEQUENCE_AXIS)
+    return PartitionSpec(BATCH_AXES)
+
+
+def token_layout(mesh: Mesh) -> context_parallel.TokenLayout:
+    """A transformer's activations on `mesh`: rows over the data-parallel axes, tokens over `sequence`,
+    attention heads over `tensor` (models/context_parallel.py)."""
+    return context_parallel.TokenLayout(mesh, BATCH_AXES, SEQUENCE_AXIS, TENSOR_AXIS)
+
+
+def attention_heads_axes(mesh_config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The mesh axes the rules put attention heads on (those of the q/k/v projections' heads)."""
+    return next((targets for name, targets in logical_rules(mesh_config) if name == axes.HEADS and targets), ())
+
+
+@contextlib.contextmanager
+def model_context(mesh: Mesh | None, mesh_config: ml_collections.ConfigDict | None = None) -> Iterator[None]:
+    """Trace a model inside this (inside the jitted function) so it lays its activations out on `mesh`: a DiT
+    then keeps its tokens split over `sequence`, and fused attention kernels run per device on q/k/v rows over
+    the data-parallel and sequence axes and heads where `mesh_config`'s rules put them (without one: heads
+    whole). None: a plain, single-device trace."""
+    if mesh is None:
+        with context_parallel.use_layout(None):
+            yield
+        return
+    heads = attention_heads_axes(mesh_config) if mesh_config is not None else ()
+    target = kernel_target(mesh=mesh, batch_axes=(*BATCH_AXES, SEQUENCE_AXIS), head_axes=heads)
+    with context_parallel.use_layout(token_layout(mesh)), target:
+        yield
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -226,7 +261,9 @@ def batch_shardings(mesh: Mesh, example) -> dict:
     axis): rows over the data-parallel axes, and the video's frames over `sequence` (`place_batch` moves
     the loader's batches there; other fields, e.g. a text context, keep whole rows)."""
     return {
-        name: NamedSharding(mesh, video_spec(mesh) if name == VIDEO_FIELD else PartitionSpec(BATCH_AXES))
+        name: NamedSharding(
+            mesh, video_spec(mesh, np.shape(value)[0]) if name == VIDEO_FIELD else PartitionSpec(BATCH_AXES)
+        )
         for name, value in example.items()
         if np.asarray(value).dtype.kind in "biuf"  # Like the loader: strings (captions, paths) stay on the host.
     }

@@ -1,8 +1,10 @@
 """`pyoco-convert --diffusers DIR --config configs/sd15_latent.py --out CKPT [--config.key=value ...]`.
 
-Converts a whole diffusers Stable Diffusion folder (unet/, vae/, text_encoder/, tokenizer/) into one
-Orbax checkpoint of the inflated video model, VAE and text encoder, and prints what was loaded and
-what is new. CKPT then serves as `train.init_from`, `vae.path` and `text.path`.
+Converts a whole diffusers pipeline folder into one Orbax checkpoint and prints what was loaded and what is
+new: a Stable Diffusion folder (unet/, vae/, text_encoder/, tokenizer/) with its U-Net inflated to the config's
+video model, or a Wan 2.1 text-to-video folder (transformer/, vae/, text_encoder/, tokenizer/) whose transformer
+must be the config's DiT (e.g. configs/wan21_1_3b.py). Its model_index.json (or, without one, its components)
+says which. CKPT then serves as `train.init_from`, `vae.path` and `text.path`.
 """
 
 import os
@@ -12,9 +14,11 @@ from absl import flags
 from pyoco_jax.cli.common import absolute, config_overrides, run_cli
 from pyoco_jax.errors import UserError
 
-_DIFFUSERS = flags.DEFINE_string("diffusers", None, "diffusers Stable Diffusion pipeline folder.", required=True)
+_DIFFUSERS = flags.DEFINE_string(
+    "diffusers", None, "diffusers pipeline folder: Stable Diffusion or Wan 2.1 text-to-video.", required=True
+)
 _CONFIG = flags.DEFINE_string(
-    "config", None, "Experiment config whose video model the U-Net is inflated to.", required=True
+    "config", None, "Experiment config: the video model an SD U-Net is inflated to, or Wan's DiT.", required=True
 )
 _OUT = flags.DEFINE_string("out", None, "Output folder (replaced if it exists).", required=True)
 

@@ -1,14 +1,16 @@
 """`pyoco-export --workdir DIR [--step N] [--ema] [--dtype bfloat16] --format safetensors|orbax --out PATH`.
 
 Reads one checkpoint of a run on a single device (whatever mesh trained it) and writes the model's
-weights for other tools: a diffusers-loadable safetensors folder, or a params-only Orbax checkpoint.
+weights for other tools: a diffusers-loadable safetensors folder (a whole WanPipeline folder for a Wan DiT
+run with its VAE and UMT5 encoder), or a params-only Orbax checkpoint. Overrides (`--config.vae.path=DIR`,
+e.g. for moved files) apply to the checkpoint's config.
 """
 
 import time
 
 from absl import flags, logging
 
-from pyoco_jax.cli.common import absolute, run_cli
+from pyoco_jax.cli.common import absolute, config_overrides, run_cli
 from pyoco_jax.convert.export import FORMATS
 from pyoco_jax.models.layers import COMPUTE_DTYPES
 
@@ -21,11 +23,14 @@ _OUT = flags.DEFINE_string("out", None, "Output folder.", required=True)
 
 
 def main() -> None:
+    from pyoco_jax.config import apply_overrides
     from pyoco_jax.convert.export import export
     from pyoco_jax.train.weights import checkpoint_weights
 
     begin = time.perf_counter()
     config, step, weights = checkpoint_weights(absolute(_WORKDIR.value), _STEP.value, ema=_EMA.value)
+    if config_overrides():
+        config = apply_overrides(config, config_overrides())
     out = absolute(_OUT.value)
     files = export(weights, config, out, fmt=_FORMAT.value, dtype=_DTYPE.value)
     size = sum(f.stat().st_size for f in files)
@@ -43,7 +48,7 @@ def main() -> None:
 
 
 def run() -> None:
-    run_cli("pyoco-export", main, takes_overrides=False)
+    run_cli("pyoco-export", main)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """`pyoco-prepare --config CONFIG --videos DIR --out DIR [--metadata F] [--shards N] [--batch B] [--config.k=v ...]`.
 
 Encodes a folder of videos (and their captions) with the config's VAE (`vae.path`) and text encoder
-(`text.path`) into the latent cache a latent config trains from (`data.source=latents`,
-`data.path=DIR`). Clips get `data.num_frames` frames at `data.resolution` x the VAE's downsampling
-factor pixels. Re-running the same command skips finished shards.
+(`text.path`), Stable Diffusion's or Wan 2.1's as their folders say, into the latent cache a latent config
+trains from (`data.source=latents`, `data.path=DIR`). Clips get as many frames as encode to `data.num_frames`
+latent frames (Wan: 1 + 4 (F - 1)) at `data.resolution` x the VAE's downsampling factor pixels; with
+`data.buckets` (latent shapes) each video's clips take the shape of its bucket, and the cache trains with the
+same data.buckets. Re-running the same command skips finished shards.
 """
 
 import os
@@ -14,7 +16,7 @@ from pyoco_jax.cli.common import absolute, config_overrides, run_cli
 from pyoco_jax.errors import UserError
 
 _CONFIG = flags.DEFINE_string(
-    "config", None, "Config file (a latent config, e.g. configs/sd15_latent.py).", required=True
+    "config", None, "Config file (a latent config, e.g. configs/sd15_latent.py or wan21_1_3b.py).", required=True
 )
 _VIDEOS = flags.DEFINE_string("videos", None, "Video folder with metadata.csv / metadata.jsonl.", required=True)
 _METADATA = flags.DEFINE_string("metadata", "", "Metadata file (default: DIR/metadata.csv or .jsonl).")
@@ -42,6 +44,8 @@ def main() -> None:
         report.bad_files,
         report.seconds_per_clip,
     )
+    if report.clips_per_bucket:
+        logging.info("Clips per bucket: %s", ", ".join(f"{k}: {n}" for k, n in report.clips_per_bucket.items()))
 
 
 def run() -> None:

@@ -16,9 +16,12 @@ the same `pyoco_config.json`.
 
 A DiT run (model.backbone=dit) exports as a diffusers `WanTransformer3DModel` folder (config.json and
 safetensors, `convert.wan_transformer.save_wan_transformer`) beside `pyoco_config.json`, loadable by
-`WanTransformer3DModel.from_pretrained(OUT)` as it is. A DiT trained without text (model.cross_attention_dim
-0) has text_dim 1 and is given one zero token, `encoder_hidden_states` of shape (B, 1, 1). A DiT with a class
-embedding has no diffusers equivalent: its safetensors export is refused, its Orbax export holds everything.
+`WanTransformer3DModel.from_pretrained(OUT)` as it is; with a Wan VAE (`vae.path`) and UMT5 encoder
+(`text.path`) it exports as a whole `WanPipeline` folder instead, the transformer in OUT/transformer/
+(`convert.wan_pipeline_export`), loadable by `WanPipeline.from_pretrained(OUT)`. A DiT trained without text
+(model.cross_attention_dim 0) has text_dim 1 and is given one zero token, `encoder_hidden_states` of shape
+(B, 1, 1). A DiT with a class embedding has no diffusers equivalent: its safetensors export is refused, its
+Orbax export holds everything.
 
 A LoRA run (model.lora.rank > 0) exports its adapters merged into the weights (W + alpha/rank A B), with
 `pyoco_config.json` saying rank 0; a DiT's safetensors export also writes the adapters alone as
@@ -42,6 +45,8 @@ from pyoco_jax.convert.clip import filled_model
 from pyoco_jax.convert.diffusers_names import CONFIG_NAME, WEIGHTS_NAME, convert_state_dict
 from pyoco_jax.convert.diffusers_names import RENAMES as DIFFUSERS_RENAMES
 from pyoco_jax.convert.merge import CLASS_TABLE, NEW_PARAM_PATTERN, ConversionError
+from pyoco_jax.convert.wan_pipeline_export import exports_wan_pipeline, write_pipeline_parts
+from pyoco_jax.convert.wan_transformer import SUBFOLDER as WAN_SUBFOLDER
 from pyoco_jax.convert.wan_transformer import read_wan_params, save_wan_lora, save_wan_transformer
 from pyoco_jax.convert.weight_files import read_safetensors
 from pyoco_jax.models.lora import lora_spec, merge_lora_params
@@ -181,7 +186,10 @@ def export(
         params, config = merge_lora_params(params, spec.scale), without_lora(config)
     if fmt == "safetensors" and config.model.backbone == "dit":
         model = filled_model(lambda: build_model(config, 0), params, "the DiT to export")
-        save_wan_transformer(model, out, dtype=dtype)  # Refuses a class embedding before writing.
+        pipeline = exports_wan_pipeline(config)
+        save_wan_transformer(model, out / WAN_SUBFOLDER if pipeline else out, dtype=dtype)  # Refuses a class table.
+        if pipeline:
+            write_pipeline_parts(config, out)
         if spec is not None:
             save_wan_lora(adapters, spec.scale, out, dtype=dtype)
         _write_config(config, out)

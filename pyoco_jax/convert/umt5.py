@@ -1,9 +1,10 @@
 """transformers UMT5 encoder and tokenizer folders -> our UMT5Encoder and UMT5Tokenizer, without torch.
 
 `load_umt5_encoder` reads a `UMT5EncoderModel` folder (config.json + model.safetensors, or shards
-with model.safetensors.index.json; a pipeline folder's `text_encoder/` is found too),
+with model.safetensors.index.json; a pipeline folder's `text_encoder/` and a pyoco-convert output too),
 `load_umt5_tokenizer` a tokenizer.json (or a pipeline folder's `tokenizer/`), and `encode_prompts`
-turns prompts into Wan's text context. Pickle weights are refused unless asked for.
+turns prompts into Wan's text context; `transformers_state_dict` maps our parameters back for export.
+Pickle weights are refused unless asked for.
 """
 
 import json
@@ -18,11 +19,13 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from pyoco_jax.convert.clip import CONFIG_NAME, filled_model, model_folder, read_weights
+from pyoco_jax.convert.converted import converted_root, read_component
 from pyoco_jax.convert.merge import ConversionError
 from pyoco_jax.models.layers import Precision
 from pyoco_jax.models.text.umt5 import UMT5Config, UMT5Encoder, padded_prompt_embeddings
 from pyoco_jax.models.text.umt5_tokenizer import MAX_LENGTH, UMT5Tokenizer
 
+SUBFOLDER = "text_encoder"
 TOKENIZER_NAME = "tokenizer.json"
 TABLE = "shared.weight"
 TIED_TABLE = "encoder.embed_tokens.weight"  # the same table, saved by some checkpoints as well or instead
@@ -65,21 +68,50 @@ def load_umt5_encoder(
 ) -> UMT5Encoder:
     """Our UMT5Encoder with a transformers `UMT5EncoderModel` checkpoint's weights.
 
-    `path`: the encoder folder or a pipeline folder with `text_encoder/`. `dtype`: compute dtype
+    `path`: the encoder folder, a pipeline folder with `text_encoder/` or a pyoco-convert output. `dtype`: compute dtype
     (norms, softmax and the residual stream stay float32); `param_dtype`: storage dtype. Every
     parameter must come from the checkpoint and every tensor be used (else ConversionError naming them).
     """
-    folder = model_folder(path, "text_encoder", (CONFIG_NAME,))
+    config, params = load_umt5_params(path, allow_pickle=allow_pickle)
+    precision = Precision(dtype=dtype, param_dtype=param_dtype)
+    build = lambda: UMT5Encoder(config, precision=precision, attention_backend=attention_backend, rngs=nnx.Rngs(0))
+    return filled_model(build, params, f"UMT5 encoder {path}")
+
+
+def read_umt5_config(path: str | Path) -> UMT5Config:
+    """The UMT5Config of an encoder folder (or a pipeline folder with `text_encoder/`)."""
+    folder = model_folder(path, SUBFOLDER, (CONFIG_NAME,))
     if not (folder / CONFIG_NAME).exists():
         raise ConversionError(f"{folder} is not a UMT5EncoderModel folder (no {CONFIG_NAME})")
     try:
-        config = UMT5Config.from_dict(json.loads((folder / CONFIG_NAME).read_text()))
+        return UMT5Config.from_dict(json.loads((folder / CONFIG_NAME).read_text()))
     except ValueError as err:
         raise ConversionError(f"{folder / CONFIG_NAME}: {err}") from err
-    params = convert_state_dict(read_weights(folder, allow_pickle))
-    precision = Precision(dtype=dtype, param_dtype=param_dtype)
-    build = lambda: UMT5Encoder(config, precision=precision, attention_backend=attention_backend, rngs=nnx.Rngs(0))
-    return filled_model(build, params, f"UMT5 encoder {folder}")
+
+
+def load_umt5_params(path: str | Path, *, allow_pickle: bool = False) -> tuple[UMT5Config, dict[str, np.ndarray]]:
+    """(config, parameters by our dotted names and layouts) of an encoder folder, a pipeline folder with
+    `text_encoder/`, or a pyoco-convert output."""
+    config = read_umt5_config(path)
+    folder = model_folder(path, SUBFOLDER, (CONFIG_NAME,))
+    if converted_root(folder):  # Already our names and layouts.
+        return config, read_component(folder, SUBFOLDER)
+    return config, convert_state_dict(read_weights(folder, allow_pickle))
+
+
+def transformers_state_dict(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Our UMT5 parameters -> the tensors a transformers `UMT5EncoderModel` checkpoint holds (the inverse of
+    `convert_state_dict`; the tied token table saved once, as `shared.weight`)."""
+    out = {}
+    for name, value in params.items():
+        module, _, leaf = name.rpartition(".")
+        value = np.asarray(value)
+        if leaf == "kernel":
+            value = value.T
+        elif leaf not in ("embedding", "scale"):
+            raise ConversionError(f"no UMT5EncoderModel equivalent for parameter {name!r} {value.shape}")
+        out[f"{module}.weight"] = np.ascontiguousarray(value)
+    return out
 
 
 def _special_token(folder: Path, name: str, default: str) -> str:

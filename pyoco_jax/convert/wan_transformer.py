@@ -9,12 +9,14 @@ Names map one to one except `to_out.0` -> `to_out` and the feed-forwards' `net.0
 checks that every tensor is used and every parameter filled; pickle `.bin` weights are refused.
 """
 
+import dataclasses
 import json
 import re
 from collections import defaultdict
 from pathlib import Path
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -22,9 +24,11 @@ from safetensors.numpy import save_file
 
 from pyoco_jax.convert.clip import component_folder, filled_model
 from pyoco_jax.convert.component import read_component_config, read_component_tensors
+from pyoco_jax.convert.converted import converted_root, read_component
 from pyoco_jax.convert.diffusers_names import CONFIG_NAME, WEIGHTS_NAME
 from pyoco_jax.convert.merge import ConversionError, flat_params
-from pyoco_jax.models.dit import WanConfig, WanTransformer
+from pyoco_jax.errors import ConfigError
+from pyoco_jax.models.dit import WanConfig, WanTransformer, wan_config
 from pyoco_jax.models.layers import Precision
 from pyoco_jax.models.lora import adapted_modules
 
@@ -140,10 +144,41 @@ def read_wan_config(path: str | Path) -> WanConfig:
     return read_component_config(path, SUBFOLDER, "WanTransformer3DModel", WanConfig.from_diffusers)
 
 
+def check_wan_architecture(config: ml_collections.ConfigDict, path: str | Path, use: str) -> WanConfig:
+    """The folder's WanConfig, after refusing a run whose DiT differs from it or that would not train it with flow
+    matching (as every Wan model was trained); `use` names the config key or flag that gave `path`."""
+    if config.model.backbone != "dit":
+        raise ConfigError(
+            f"config key 'model.backbone': is {config.model.backbone!r}, but {use}={str(path)!r} is a Wan "
+            "transformer; use a DiT config (configs/wan21_1_3b.py, wan21_14b.py)"
+        )
+    theirs, ours = read_wan_config(path), wan_config(config.model)
+    different = [
+        f"{field.name} {getattr(ours, field.name)!r} (the folder: {getattr(theirs, field.name)!r})"
+        for field in dataclasses.fields(WanConfig)
+        if getattr(ours, field.name) != getattr(theirs, field.name)
+    ]
+    if different:
+        raise ConfigError(
+            f"config key 'model.dit': the run's DiT is not the transformer of {use}={str(path)!r}: "
+            f"{', '.join(different)}; set model.dit.* and model.in_channels/out_channels/cross_attention_dim to "
+            "the folder's (configs/wan21_1_3b.py and wan21_14b.py have Wan 2.1's)"
+        )
+    if config.diffusion.formulation != "flow":
+        raise ConfigError(
+            f"config key 'diffusion.formulation': is {config.diffusion.formulation!r}, but {use}={str(path)!r} "
+            "is a Wan transformer, trained with flow matching; set it to 'flow'"
+        )
+    return theirs
+
+
 def read_wan_params(path: str | Path) -> tuple[WanConfig, dict[str, np.ndarray]]:
-    """(config, parameters by our dotted names and layouts) of a diffusers transformer (or pipeline) folder."""
+    """(config, parameters by our dotted names and layouts) of a diffusers transformer (or pipeline) folder, or of
+    a pyoco-convert output."""
     folder = component_folder(path, SUBFOLDER, "diffusers WanTransformer3DModel")
     config = read_wan_config(folder)
+    if converted_root(folder):  # Already our names and layouts.
+        return config, read_component(folder, SUBFOLDER)
     return config, convert_state_dict(read_component_tensors(folder, "WanTransformer3DModel"), config.num_layers)
 
 

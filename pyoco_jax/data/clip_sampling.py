@@ -67,6 +67,16 @@ class ClipDraws:
 
 
 @dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    """What a video's header says (`decode.probe_video`): enough to plan clips without decoding."""
+
+    width: int
+    height: int
+    fps: float  # Native frame rate.
+    frame_count: int  # From the header (or duration x rate); decoding a clip corrects an over-count.
+
+
+@dataclasses.dataclass(frozen=True)
 class ClipTimes:
     times: np.ndarray  # (F,) seconds from the stream's start: when each output frame is shown.
     fps: float  # Frame rate of the clip as sampled (for fps conditioning).

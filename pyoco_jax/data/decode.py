@@ -17,7 +17,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from pyoco_jax.data.clip_sampling import ClipDraws, ClipSpec, CropBox, clip_times, crop_box
+from pyoco_jax.data.clip_sampling import ClipDraws, ClipSpec, CropBox, VideoInfo, clip_times, crop_box
 
 Media = str | os.PathLike | bytes
 
@@ -32,6 +32,16 @@ class DecodedClip:
     fps: float  # Frame rate of the clip as sampled.
     first_frame: int  # Native index of the first frame (for a constant-rate video).
     frames_decoded: int  # Frames the decoder produced to get the clip (seeking keeps this small).
+
+
+def probe_video(media: Media) -> VideoInfo:
+    """Size, frame rate and length from the container header, decoding nothing: what bucket assignment needs."""
+    if isinstance(media, bytes) and not media:
+        raise VideoDecodeError("empty file (0 bytes)")
+    with _open(media) as container:
+        stream = _video_stream(container)
+        rate = _frame_rate(stream)
+        return VideoInfo(stream.width, stream.height, rate, _frame_count(container, stream, rate))
 
 
 class _SeekMissed(Exception):

@@ -9,6 +9,11 @@ CLIP embedding) so latent training never runs the VAE or text encoder. A folder 
 
 A shard appears under its final name only once it is complete, so an interrupted prepare resumes by
 skipping the shards that exist.
+
+A cache of several clip shapes (data.buckets, see buckets.py) lists them in index.json as `buckets`
+([height, width, frames] latent shapes, in data.buckets' order) and gives each shard entry
+`record_buckets`: the bucket of each of its records, in order. Records keep their own shapes; the
+source groups them by these lists without reading a record.
 """
 
 import json
@@ -19,6 +24,9 @@ from typing import Any
 
 import numpy as np
 from flax import serialization
+
+from pyoco_jax.data.buckets import Bucket
+from pyoco_jax.errors import UserError
 
 INDEX_NAME = "index.json"
 NULL_CONTEXT_NAME = "null_context.npy"
@@ -93,9 +101,19 @@ class LatentShardSource:
     context float32 (T, D) when prompts were encoded, label int32, fps float32: the frame rate the clip
     was cut at (what fps conditioning sees), or `fps` (data.fps) for records that store none. With
     `sample_posterior` a latent is mean + std * eps, eps fixed per (seed, index, epoch); else the mean.
+    A cache of several shapes must be read with `buckets` equal to its own (data.buckets, in any order);
+    `bucket_members[b]` are then the records of `buckets[b]`.
     """
 
-    def __init__(self, folder: str | Path, *, sample_posterior: bool = True, seed: int = 0, fps: float | None = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        sample_posterior: bool = True,
+        seed: int = 0,
+        fps: float | None = None,
+        buckets: tuple[Bucket, ...] = (),
+    ):
         from grain.sources import ArrayRecordDataSource
 
         self.folder = Path(folder)
@@ -113,6 +131,28 @@ class LatentShardSource:
         self.sample_posterior = sample_posterior
         self.seed = seed
         self.fps = fps
+        if buckets or "buckets" in self.index:
+            self.buckets = tuple(buckets)
+            self.bucket_members = self._bucket_members()
+
+    def _bucket_members(self) -> tuple[np.ndarray, ...]:
+        """The records of each of `self.buckets`, from the index's per-record bucket lists."""
+        cached = [Bucket(*shape) for shape in self.index.get("buckets", ())]
+        if sorted(map(str, cached)) != sorted(map(str, self.buckets)):
+            held = f"buckets {[str(b) for b in cached]}" if cached else "clips of one shape (no buckets)"
+            wanted = f"data.buckets={tuple(map(tuple, self.index.get('buckets', ())))}"
+            raise UserError(
+                f"config key 'data.buckets': {[str(b) for b in self.buckets]}, but the latent cache {self.folder} "
+                f"holds {held}; set {wanted} (or prepare a cache with these buckets)"
+            )
+        ours = [self.buckets.index(bucket) for bucket in cached]  # Cache bucket id -> position in data.buckets.
+        records = []
+        for shard in self.index["shards"]:
+            if len(shard["record_buckets"]) != shard["num_records"]:
+                raise ValueError(f"{self.folder}: shard {shard['file']} lists buckets for some of its records only")
+            records += [ours[b] for b in shard["record_buckets"]]
+        records = np.asarray(records, np.int64)
+        return tuple(np.flatnonzero(records == b) for b in range(len(self.buckets)))
 
     def __len__(self) -> int:
         return len(self._records)

@@ -16,6 +16,10 @@ things without any grain iterator state:
 Sources with a `read(index, epoch)` method get the epoch too, so random clips
 and crops change every epoch yet stay a function of the stream position.
 
+A bucketed source (clips of several shapes, `data.buckets`; it lists each bucket's
+indices in `bucket_members`) follows a `BucketSchedule` instead: global batch n
+is all one bucket's, a pure function of (seed, n), so the same three hold.
+
 Every numeric field of an element reaches the devices (so the batch has the
 structure of `source[0]`); strings such as captions are dropped. The bad-file
 bookkeeping of the video sources (int32 `bad_files`, `source_index`) goes to the
@@ -24,6 +28,7 @@ host's counters (`bad_files_total`, `reads_total`), which stop the run with an
 error naming files once more than `max_failure_fraction` of its reads failed.
 """
 
+import hashlib
 import queue
 import threading
 import time
@@ -35,8 +40,10 @@ import jax
 import ml_collections
 import numpy as np
 from absl import flags
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec, Sharding
 
+from pyoco_jax.data.buckets import BucketSchedule, parse_buckets
 from pyoco_jax.data.synthetic import SyntheticVideoSource
 from pyoco_jax.data.video_sources import VIDEO_SOURCES
 from pyoco_jax.errors import UserError
@@ -81,17 +88,27 @@ def make_source(data_config: ml_collections.ConfigDict, *, seed: int = 0) -> Ran
             occluder=data_config.occluder,
             seed=seed,
         )
+    buckets = parse_buckets(data_config.buckets)
     if name in VIDEO_SOURCES:
         from pyoco_jax.data.video_sources import make_video_source
 
-        return make_video_source(data_config, seed=seed, process_count=jax.process_count())
+        source = make_video_source(data_config, seed=seed, process_count=jax.process_count())
+        if buckets:
+            from pyoco_jax.data.bucketed_source import BucketedVideoSource
+
+            return BucketedVideoSource(source, buckets)
+        return source
     if name == "latents":
         from pyoco_jax.data.latents import LatentShardSource
 
         if not data_config.path:
             raise ValueError("data.source='latents' needs data.path: the latent cache folder written by pyoco-prepare")
         return LatentShardSource(
-            data_config.path, sample_posterior=data_config.sample_posterior, seed=seed, fps=data_config.fps
+            data_config.path,
+            sample_posterior=data_config.sample_posterior,
+            seed=seed,
+            fps=data_config.fps,
+            buckets=buckets,
         )
     raise ValueError(f"unknown data.source {name!r}; choose one of {SOURCES}")
 
@@ -107,13 +124,7 @@ def host_dataset(
     start: int = 0,
 ) -> grain.MapDataset:
     """This host's batches (dicts of numpy arrays with B/P rows) of the stream from position `start` on."""
-    if process_count < 1 or not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} is not in 0..{process_count - 1}")
-    if global_batch_size < 1 or global_batch_size % process_count:
-        raise ValueError(
-            f"data.global_batch_size={global_batch_size} must be a positive multiple of the process count "
-            f"{process_count}: each process loads an equal share"
-        )
+    _check_host_share(global_batch_size, process_index, process_count)
     if len(source) < 1:
         raise ValueError(f"the data source {source!r} is empty")
     if start < 0:
@@ -124,6 +135,47 @@ def host_dataset(
     stream = stream.repeat().map_with_index(_ReadAt(source))[start:]  # repeat() reshuffles each epoch (seed + epoch).
     local_batches = stream.batch(global_batch_size // process_count, drop_remainder=True)
     return local_batches[process_index::process_count]
+
+
+def bucketed_host_dataset(
+    source: RandomAccessSource,
+    schedule: BucketSchedule,
+    *,
+    process_index: int,
+    process_count: int,
+    start_batch: int = 0,
+) -> grain.MapDataset:
+    """This host's rows of global batches `start_batch`, `start_batch + 1`, ... of `schedule` (each one bucket's)."""
+    _check_host_share(schedule.global_batch_size, process_index, process_count)
+    if start_batch < 0:
+        raise ValueError(f"global batch index must be >= 0, got {start_batch}")
+    rows = schedule.global_batch_size // process_count
+    stream = grain.MapDataset.range(rows).repeat()  # Only the position matters: element m is row m % rows of ...
+    elements = stream.map_with_index(_ScheduledRow(source, schedule, process_index, rows))  # ... batch m // rows.
+    return elements[start_batch * rows :].batch(rows, drop_remainder=True)
+
+
+def _check_host_share(global_batch_size: int, process_index: int, process_count: int) -> None:
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} is not in 0..{process_count - 1}")
+    if global_batch_size < 1 or global_batch_size % process_count:
+        raise ValueError(
+            f"data.global_batch_size={global_batch_size} must be a positive multiple of the process count "
+            f"{process_count}: each process loads an equal share"
+        )
+
+
+class _ScheduledRow:
+    """Reads this host's element `position`: row `position % rows` of its share of global batch `position // rows`."""
+
+    def __init__(self, source: RandomAccessSource, schedule: BucketSchedule, process_index: int, rows: int):
+        self._source, self._schedule = source, schedule
+        self._first_row, self._rows = process_index * rows, rows
+
+    def __call__(self, position: int, _: int) -> Mapping[str, np.ndarray]:
+        batch, row = divmod(position, self._rows)
+        scheduled = self._schedule.batch(batch)
+        return self._source.read(int(scheduled.indices[self._first_row + row]), epoch=scheduled.epoch)
 
 
 class _ReadAt:
@@ -177,6 +229,9 @@ class Loader(Iterator[dict[str, jax.Array]]):
         self._process_count = jax.process_count()
         self._field_shardings: dict[int, Sharding] = {}
         self._check_batch_sharding()
+        self._schedule = bucket_schedule(source, global_batch_size, seed=seed, shuffle=shuffle)
+        if self._schedule is not None and self._process_count > 1:
+            _check_processes_agree(self._schedule)
         self._position = 0
         self._iterator: grain.DatasetIterator | None = None
         self._thread: threading.Thread | None = None
@@ -226,8 +281,13 @@ class Loader(Iterator[dict[str, jax.Array]]):
         self.reads_total += rows + self.last_bad_files
         if self.last_bad_files and "source_index" in counted and len(self._failed_indices) < 8:
             size = len(self._source)
+            skipped_indices = getattr(self._source, "skipped_indices", None)  # Bucketed: within the bucket.
             for read, skipped in zip(counted["source_index"].tolist(), bad.tolist(), strict=True):
-                self._failed_indices.update(dict.fromkeys((read - k) % size for k in range(skipped, 0, -1)))
+                if skipped_indices is None:
+                    failed = [(read - k) % size for k in range(skipped, 0, -1)]
+                else:
+                    failed = skipped_indices(read, skipped)
+                self._failed_indices.update(dict.fromkeys(failed))
         if self.reads_total < self._failure_min_reads:
             return
         if self.bad_files_total > self._max_failure_fraction * self.reads_total:
@@ -246,13 +306,24 @@ class Loader(Iterator[dict[str, jax.Array]]):
 
     def get_state(self) -> dict[str, Any]:
         """JSON-serialisable position of the next batch (for the checkpoint)."""
-        return {
+        state = {
             "version": _STATE_VERSION,
             "position": self._position,
             "seed": self._seed,
             "shuffle": self._shuffle,
             "num_examples": len(self._source),
         }
+        if self._schedule is not None:  # The same clips in other buckets would be another stream.
+            schedule = self._schedule
+            state["buckets"] = [f"{name}: {len(m)}" for name, m in zip(schedule.names, schedule.members, strict=True)]
+        return state
+
+    def examples_by_share(self) -> list[tuple[float, Mapping[str, np.ndarray]]]:
+        """(fraction of batches, one example) per shape the batches have: one, or each kept bucket's."""
+        if self._schedule is None:
+            return [(1.0, self._source[0])]
+        shares, members = self._schedule.shares(), self._schedule.members
+        return [(share, self._source[int(m[0])]) for share, m in zip(shares, members, strict=True) if share]
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Continues from `state`, dropping whatever was prefetched."""
@@ -276,10 +347,10 @@ class Loader(Iterator[dict[str, jax.Array]]):
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"data iterator state {dict(state)} is not a version-{_STATE_VERSION} loader state")
         ours = self.get_state()
-        for key in ("seed", "shuffle", "num_examples"):
-            if state[key] != ours[key]:
+        for key in ("seed", "shuffle", "num_examples", "buckets"):
+            if state.get(key) != ours.get(key):
                 raise ValueError(
-                    f"the checkpointed data iterator has {key}={state[key]!r} but this run has {ours[key]!r}; "
+                    f"the checkpointed data iterator has {key}={state.get(key)!r} but this run has {ours.get(key)!r}; "
                     "resuming would not continue the same data stream (restore with the original seed and data)"
                 )
         return int(state["position"])
@@ -319,15 +390,24 @@ class Loader(Iterator[dict[str, jax.Array]]):
         return arrays, counted
 
     def _start(self) -> None:
-        batches = host_dataset(
-            self._source,
-            global_batch_size=self._global_batch_size,
-            process_index=self._process_index,
-            process_count=self._process_count,
-            seed=self._seed,
-            shuffle=self._shuffle,
-            start=self._position,
-        )
+        if self._schedule is not None:
+            batches = bucketed_host_dataset(
+                self._source,
+                self._schedule,
+                process_index=self._process_index,
+                process_count=self._process_count,
+                start_batch=self._position // self._global_batch_size,
+            )
+        else:
+            batches = host_dataset(
+                self._source,
+                global_batch_size=self._global_batch_size,
+                process_index=self._process_index,
+                process_count=self._process_count,
+                seed=self._seed,
+                shuffle=self._shuffle,
+                start=self._position,
+            )
         read = grain.ReadOptions(num_threads=_READ_THREADS, prefetch_buffer_size=max(_READ_THREADS, self._prefetch))
         dataset = batches.to_iter_dataset(read)
         if self._worker_count:
@@ -374,6 +454,30 @@ class Loader(Iterator[dict[str, jax.Array]]):
         if self._iterator is not None:
             self._iterator.close()
             self._iterator = None
+
+
+def bucket_schedule(
+    source: RandomAccessSource, global_batch_size: int, *, seed: int, shuffle: bool = True
+) -> BucketSchedule | None:
+    """The schedule of a bucketed source (one with `bucket_members` and `buckets`), else None."""
+    members = getattr(source, "bucket_members", None)
+    if members is None:
+        return None
+    names = [str(bucket) for bucket in source.buckets]
+    return BucketSchedule(members, global_batch_size, seed=seed, shuffle=shuffle, names=names)
+
+
+def _check_processes_agree(schedule: BucketSchedule) -> None:
+    """Every process must draw the same batches: one that read some video's header differently would not."""
+    digest = hashlib.sha256(repr(schedule.names).encode())
+    for members in schedule.members:
+        digest.update(np.int64(len(members)).tobytes() + members.tobytes())
+    ours = np.frombuffer(digest.digest(), np.uint8)
+    if (np.asarray(multihost_utils.process_allgather(ours)) != ours).any():
+        raise UserError(
+            "the processes assigned the videos to data.buckets differently (a video's header read differently, "
+            "or another file list); make data.path hold the same readable files for every host"
+        )
 
 
 def make_loader(

@@ -15,6 +15,7 @@ the skipped ones are the `bad_files` indices before it, cyclically), and with
 
 import abc
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 from absl import logging
@@ -72,11 +73,19 @@ class VideoClipSource(abc.ABC):
         """Element `index` for `epoch` (the epoch varies the random clip), skipping bad files."""
         size = len(self)
         index = int(index) % size
+        return self.first_good([(index + k) % size for k in range(min(size, MAX_CONSECUTIVE_FAILURES))], epoch)
+
+    def first_good(
+        self, candidates: Sequence[int], epoch: int = 0, spec: ClipSpec | None = None
+    ) -> dict[str, np.ndarray | str]:
+        """The clip (of `spec`, default the source's) of the first of `candidates` whose file decodes.
+
+        Its `bad_files` is how many candidates failed before it; at most MAX_CONSECUTIVE_FAILURES are tried.
+        """
         tried = []
-        for skipped in range(min(size, MAX_CONSECUTIVE_FAILURES)):
-            current = (index + skipped) % size
+        for skipped, current in enumerate(candidates[:MAX_CONSECUTIVE_FAILURES]):
             try:
-                element = self.clip(current, epoch)
+                element = self.clip(current, epoch, spec)
             except Exception as err:  # noqa: BLE001 -- any failure of one file is that file's problem
                 self._record_failure(current, err)
                 tried.append(self.failures[current])
@@ -85,16 +94,16 @@ class VideoClipSource(abc.ABC):
             element["source_index"] = np.asarray(current, np.int32)
             return element
         raise TooManyBadFilesError(
-            f"{len(tried)} videos in a row failed to load (indices {index}..{(index + len(tried) - 1) % size}); "
+            f"{len(tried)} videos in a row failed to load (indices {candidates[0]}..{candidates[len(tried) - 1]}); "
             f"the dataset looks broken. First failures: {'; '.join(tried[:5])}"
         )
 
-    def clip(self, index: int, epoch: int = 0) -> dict[str, np.ndarray | str]:
-        """Example `index` with no fallback: raises if its file is bad."""
+    def clip(self, index: int, epoch: int = 0, spec: ClipSpec | None = None) -> dict[str, np.ndarray | str]:
+        """Example `index` with no fallback (of `spec`, default the source's): raises if its file is bad."""
         record = self.record(index)
         decoded = decode_clip(
             record.media,
-            self.spec,
+            spec or self.spec,
             ClipDraws.for_example(self.seed, index, epoch),
             start=record.start,
             end=record.end,
@@ -109,11 +118,11 @@ class VideoClipSource(abc.ABC):
             element["caption"] = record.caption
         return element
 
-    def describe_failure(self, index: int) -> str:
+    def describe_failure(self, index: int, spec: ClipSpec | None = None) -> str:
         """'name: reason' for a failing example (tries it again here, as workers keep their own logs)."""
         if index not in self.failures:
             try:
-                self.clip(index)
+                self.clip(index, spec=spec)
             except Exception as err:  # noqa: BLE001 -- reported, not raised
                 self.failures[index] = self._failure_text(index, err)
             else:

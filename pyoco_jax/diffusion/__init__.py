@@ -3,7 +3,7 @@
 from pyoco_jax.diffusion.ddpm import DDPM, PREDICTIONS
 from pyoco_jax.diffusion.edm import EDM
 from pyoco_jax.diffusion.factory import FORMULATIONS, PRETRAINED_PREDICTIONS, check_config, make_formulation
-from pyoco_jax.diffusion.flow import FIRST_TIME, LOSS_WEIGHTINGS, TIME_SAMPLINGS, FlowMatching
+from pyoco_jax.diffusion.flow import FIRST_TIME, LOSS_WEIGHTINGS, TIME_SAMPLINGS, TIMESTEP_ROUNDINGS, FlowMatching
 from pyoco_jax.diffusion.formulation import Formulation, ModelFn
 from pyoco_jax.diffusion.guidance import classifier_free_guidance
 from pyoco_jax.diffusion.samplers import ODE_TIMES, SAMPLERS, Denoiser, NoiseFn, run_sampler
@@ -34,6 +34,7 @@ __all__ = [
     "PRETRAINED_PREDICTIONS",
     "SAMPLERS",
     "TIME_SAMPLINGS",
+    "TIMESTEP_ROUNDINGS",
     "VPSchedule",
     "Denoiser",
     "FlowMatching",

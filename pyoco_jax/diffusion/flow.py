@@ -15,6 +15,10 @@ t = 1 is sigma = inf, which VE coordinates cannot hold: the first sampling time 
 diffusers' UniPCMultistepScheduler moves t = 1 to, so sampling starts from x_t = eps (x = eps / (1 - t))
 with every coefficient finite. Euler's first step then differs from one that starts at t = 1 exactly by
 (1 - FIRST_TIME) |v| ~ 1e-6.
+
+The network's time input is 1000 t by default. diffusers' UniPCMultistepScheduler (flow sigmas), like Wan's own
+sampler, feeds it whole numbers, floor(1000 t) taken of its float64 times, while its update keeps the exact
+float32 times: `timestep_rounding = "floor"` does the same, so a Wan checkpoint samples as WanPipeline does.
 """
 
 import dataclasses
@@ -25,13 +29,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from pyoco_jax.diffusion.formulation import Formulation, ModelFn, mean_per_example, per_example
+from pyoco_jax.diffusion.samplers import Denoiser
 from pyoco_jax.diffusion.schedules import FLOW_GRIDS, flow_times, shift_flow_time
 
 TIME_SAMPLINGS = ("uniform", "logit_normal")
 LOSS_WEIGHTINGS = ("none", "cosmap")
+TIMESTEP_ROUNDINGS = ("none", "floor")
 
-FIRST_TIME = float(np.float32(1.0 - 1e-6))
-"""1 - 1.0133e-6: diffusers' UniPC takes 1e-6 off t = 1 and keeps the float32 value; UniPC's second step
+START_OFFSET = 1e-6
+"""What diffusers' UniPC takes off t = 1, in float64, before it takes its timesteps from the times."""
+FIRST_TIME = float(np.float32(1.0 - START_OFFSET))
+"""1 - 1.0133e-6: the float32 value diffusers' UniPC keeps of 1 - START_OFFSET; UniPC's second step
 depends on this value through ln(1 - t), so it is matched to the bit."""
 
 
@@ -48,6 +56,7 @@ class FlowMatching(Formulation):
     grid: str = "euler"
     num_train_timesteps: int = 1000
     sample_shift: float = -1.0
+    timestep_rounding: str = "none"
 
     ode_time: ClassVar[str] = "flow"
 
@@ -56,6 +65,7 @@ class FlowMatching(Formulation):
             ("time_sampling", self.time_sampling, TIME_SAMPLINGS),
             ("loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS),
             ("grid", self.grid, FLOW_GRIDS),
+            ("timestep_rounding", self.timestep_rounding, TIMESTEP_ROUNDINGS),
         ):
             if value not in choices:
                 raise ValueError(f"config key 'diffusion.flow.{key}': {value!r} is not one of {choices}")
@@ -111,11 +121,48 @@ class FlowMatching(Formulation):
 
     def denoise(self, model_fn: ModelFn, x: jax.Array, sigma: jax.Array) -> jax.Array:
         sigma = jnp.asarray(sigma, jnp.float32)
+        return self._denoise_at(model_fn, x, sigma, self._model_time(sigma))
+
+    def _model_time(self, sigma: jax.Array) -> jax.Array:
+        """t * timestep_scale at t = sigma / (1 + sigma) in float32, floored if so configured."""
+        time = sigma * (1.0 / (1.0 + sigma)) * self.timestep_scale
+        return jnp.floor(time) if self.timestep_rounding == "floor" else time
+
+    def _denoise_at(self, model_fn: ModelFn, x: jax.Array, sigma: jax.Array, time: jax.Array) -> jax.Array:
+        """D(x, sigma) from the velocity the network gives at the time input `time` (B,)."""
         one_minus_t = 1.0 / (1.0 + sigma)
         t = sigma * one_minus_t
         x_t = per_example(one_minus_t, x) * x
-        velocity = model_fn(x_t, t * self.timestep_scale).astype(jnp.float32)
+        velocity = model_fn(x_t, time).astype(jnp.float32)
         return x_t - per_example(t, x) * velocity
+
+    def sampling_denoiser(self, model_fn: ModelFn, num_steps: int) -> Denoiser:
+        """D on the `num_steps` grid; with floor rounding its levels get diffusers' `integer_timesteps`.
+
+        Floored in float32 from sigma, some levels land one off diffusers' (shift 1, 9 steps: its 444.99999 in
+        float64 is 445.0 in float32), so the levels' times are looked up; a sigma off the grid (Euler/Heun churn)
+        gets the float32 floor.
+        """
+        if self.timestep_rounding == "none":
+            return super().sampling_denoiser(model_fn, num_steps)
+        levels = jnp.asarray(self.sampling_sigmas(num_steps)[:-1], jnp.float32)
+        timesteps = jnp.asarray(self.integer_timesteps(num_steps), jnp.float32)
+
+        def denoise(x: jax.Array, sigma: jax.Array) -> jax.Array:
+            sigma = jnp.asarray(sigma, jnp.float32)
+            at_level = sigma[:, None] == levels  # The samplers pass the grid's float32 values exactly.
+            looked_up = timesteps[jnp.argmax(at_level, axis=-1)]
+            time = jnp.where(jnp.any(at_level, axis=-1), looked_up, self._model_time(sigma))
+            return self._denoise_at(model_fn, x, sigma, time)
+
+        return denoise
+
+    def integer_timesteps(self, num_steps: int) -> np.ndarray:
+        """floor(t * timestep_scale) at the grid's levels, as UniPCMultistepScheduler.timesteps: from the float64
+        times, the first 1 - START_OFFSET."""
+        times = flow_times(num_steps, self.sampling_shift, self.num_train_timesteps, self.grid)[:-1]
+        times[0] = min(times[0], 1.0 - START_OFFSET)
+        return np.floor(times * self.timestep_scale).astype(np.int64)
 
     def sampling_sigmas(self, num_steps: int) -> np.ndarray:
         """sigma = t / (1 - t) on the `grid` flow times, the first (t = 1) moved to FIRST_TIME."""

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pyoco_jax.diffusion.samplers import SAMPLERS, run_sampler
+from pyoco_jax.diffusion.samplers import SAMPLERS, Denoiser, run_sampler
 from pyoco_jax.noise import sample_noise
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -46,6 +46,11 @@ class Formulation(abc.ABC):
     @abc.abstractmethod
     def sampling_sigmas(self, num_steps: int) -> np.ndarray:
         """The decreasing sampling grid: num_steps noise levels, then 0."""
+
+    def sampling_denoiser(self, model_fn: ModelFn, num_steps: int) -> Denoiser:
+        """D(x, sigma) as the samplers call it on the `num_steps` grid: `denoise`, unless the time input a
+        formulation gives the network at the grid's levels is set by the grid itself (flow's integer timesteps)."""
+        return lambda x, sigma: self.denoise(model_fn, x, sigma)
 
     @abc.abstractmethod
     def initial_noise_scale(self, sigma_max: float) -> float:
@@ -127,7 +132,7 @@ class Formulation(abc.ABC):
         x = noise_fn(init_key) * self.initial_noise_scale(float(sigmas[0]))
         return run_sampler(
             sampler,
-            lambda x, sigma: self.denoise(model_fn, x, sigma),
+            self.sampling_denoiser(model_fn, num_steps),
             x,
             sigmas,
             key=loop_key,

@@ -8,7 +8,9 @@ them), which is how CLIPSIM pairs each clip with its prompt.
 Metrics:
   fvd      Frechet Video Distance against the run's real clips under a named protocol. For a latent run
            the real clips are the cache's latents (posterior means) decoded by the run's own decoder, so
-           the score measures the diffusion model, not the VAE's reconstruction.
+           the score measures the diffusion model, not the VAE's reconstruction. Real clips have the shape
+           samples are drawn at (data.num_frames x data.resolution^2): for a run with data.buckets, a video
+           folder's clips are cut to it and a bucketed cache gives its clips of that bucket.
   clipsim  mean over clips of the frames' mean CLIP image-text cosine similarity with their prompt
            (MSR-VTT protocol), with a CLIPModel folder (`train.eval_clip`).
   is       Inception Score over the synthetic shapes' classifier (`inception_score.py` says why not C3D).
@@ -25,6 +27,7 @@ import numpy as np
 from etils import epath
 from tqdm import tqdm
 
+from pyoco_jax.data.buckets import Bucket
 from pyoco_jax.data.loader import make_source
 from pyoco_jax.errors import UserError
 from pyoco_jax.evaluate.fvd import I3DFeatures, fvd, video_stats
@@ -89,6 +92,7 @@ class Evaluator:
         self.config, self.metric, self.num, self.batch, self.seed = config, metric, num, batch, seed
         self._built = None  # The metric's network(s), built on first use.
         self._source = None
+        self._real_indices = None  # The source's indices of clips of the sampled shape.
         if metric in ("shape", "is"):
             check_shape_model(config)
         elif metric == "clipsim":
@@ -121,16 +125,14 @@ class Evaluator:
         """The protocol's count of real clips from index `start` as uint8 pixels (latents decoded and quantised
         exactly as samples are)."""
         if self._source is None:
-            data = self.config.data.copy_and_resolve_references()
-            data.sample_posterior = False  # Latent clips: the posterior means, as the encoder saw the videos.
-            self._source = make_source(data, seed=self.seed)
+            self._source, self._real_indices = self._real_source()
         count = self.protocol.num_clips
-        if len(self._source) < start + count:
+        if len(self._real_indices) < start + count:
             raise UserError(
                 f"FVD protocol {self.protocol.name} needs {count} real clips from index {start}, but the data has "
-                f"{len(self._source)}; pick a protocol with fewer clips (fvd<clips>_{self.protocol.num_frames}f)"
+                f"{len(self._real_indices)}; pick a protocol with fewer clips (fvd<clips>_{self.protocol.num_frames}f)"
             )
-        clips = np.stack([self._source[i]["video"] for i in range(start, start + count)])
+        clips = np.stack([self._source[int(i)]["video"] for i in self._real_indices[start : start + count]])
         if self.config.data.source == "latents":
             from pyoco_jax.sample.decode import make_latent_decoder
 
@@ -138,6 +140,24 @@ class Evaluator:
             clips = np.concatenate([to_uint8(decode(clips[i : i + self.batch])) for i in range(0, count, self.batch)])
         check_clips(self.protocol, clips)
         return clips
+
+    def _real_source(self):
+        """(the data source, the indices of its clips of the sampled shape), which stack into one array."""
+        data = self.config.data.copy_and_resolve_references()
+        data.sample_posterior = False  # Latent clips: the posterior means, as the encoder saw the videos.
+        if data.source != "latents":
+            data.buckets = ()  # Videos cut to the sampled shape.
+        source = make_source(data, seed=self.seed)
+        if not data.buckets:
+            return source, np.arange(len(source))
+        sampled = Bucket(data.resolution, data.resolution, data.num_frames)  # A cache's records keep their shapes.
+        if sampled not in source.buckets:
+            raise UserError(
+                f"FVD compares samples of data.resolution^2 x data.num_frames = {sampled} latents with real clips "
+                f"of that shape, but the latent cache {data.path} has buckets {[str(b) for b in source.buckets]} "
+                "only; set data.resolution and data.num_frames to one of them (or prepare a cache with that bucket)"
+            )
+        return source, source.bucket_members[source.buckets.index(sampled)]
 
     def real_stats(self):
         """The FVD protocol's statistics of real clips, fitted once and cached."""

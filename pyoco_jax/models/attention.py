@@ -1,30 +1,61 @@
-"""Scaled dot-product attention behind one function, so kernels can be swapped by config.
+"""Scaled dot-product attention behind one function; the kernel is chosen per call.
 
-Backends (`model.attention_backend`):
-    xla     plain einsum + float32 softmax; runs everywhere (the reference).
-    cudnn   `jax.nn.dot_product_attention(implementation="cudnn")`: fused kernel on NVIDIA GPUs
-            (needs float16/bfloat16 inputs and head_dim a multiple of 8 up to 128).
-    splash  Pallas splash (flash) attention on TPU (sequence lengths multiple of 128, no bias).
-A backend that cannot run a call (wrong platform, dtype, shape, or an additive bias it does
-not support) falls back to xla and logs why, once per reason, never silently.
+`attention(q, k, v, bias=, causal=, backend=)` picks a kernel from `backend` (`model.attention_backend`:
+auto | xla | cudnn | splash), the platform being compiled for and the shapes; attention_choice.py holds
+the rules and their reasons (auto: splash on TPU, cuDNN flash on GPU, XLA for short sequences, an
+additive bias, or a platform without a fused kernel). The target platform and the mesh layout come from
+attention_target.py, so an AOT plan for TPU traced on a CPU host chooses splash. Fused kernels run
+per device inside `shard_map` (attention_sharding.py), also when called inside another `shard_map`.
+
+Each distinct choice is logged once (info; a warning when an explicit cudnn/splash falls back to xla),
+and `record_kernel_choices()` counts the choices made while a step is traced, for the plan's report.
 """
 
+import collections
+import contextlib
+import contextvars
 import functools
 import math
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
 from absl import logging
 
-BACKENDS = ("xla", "cudnn", "splash")
-_SPLASH_BLOCK = 128
-_warned: set[str] = set()
+from pyoco_jax.models.attention_choice import BACKENDS, KernelChoice, choose_kernel
+from pyoco_jax.models.attention_cudnn import cudnn_attention
+from pyoco_jax.models.attention_sharding import run_sharded, varies_over_manual_axes
+from pyoco_jax.models.attention_splash import splash_attention
+from pyoco_jax.models.attention_target import current_mesh, current_target, target_platform
+
+__all__ = ["BACKENDS", "attention", "record_kernel_choices", "xla_attention"]
+
+_logged: set[tuple[str, KernelChoice]] = set()
+_RECORD: contextvars.ContextVar[collections.Counter | None] = contextvars.ContextVar("attention_choices", default=None)
 
 
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        logging.warning(message)
+@contextlib.contextmanager
+def record_kernel_choices() -> Iterator[collections.Counter]:
+    """Counts the KernelChoice of every attention call traced inside (a scanned layer's body counts once)."""
+    counts: collections.Counter = collections.Counter()
+    token = _RECORD.set(counts)
+    try:
+        yield counts
+    finally:
+        _RECORD.reset(token)
+
+
+def _note(backend: str, choice: KernelChoice) -> None:
+    counts = _RECORD.get()
+    if counts is not None:
+        counts[choice] += 1
+    if (backend, choice) in _logged:
+        return
+    _logged.add((backend, choice))
+    if backend not in ("auto", choice.kernel):
+        logging.warning("attention: %s; using 'xla' instead", choice.reason)
+    else:
+        logging.info("attention (backend %r): %s kernel, %s", backend, choice.kernel, choice.reason)
 
 
 def xla_attention(
@@ -47,54 +78,6 @@ def xla_attention(
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
-def _cudnn_problem(q: jax.Array, k: jax.Array) -> str | None:
-    if jax.default_backend() != "gpu":
-        return f"the platform is {jax.default_backend()}, not gpu"
-    if q.dtype not in (jnp.bfloat16, jnp.float16):
-        return f"cuDNN attention needs float16/bfloat16 inputs, got {q.dtype} (set model.dtype=bfloat16)"
-    if q.shape[-1] % 8 or q.shape[-1] > 128:
-        return f"cuDNN attention needs head_dim a multiple of 8 up to 128, got {q.shape[-1]}"
-    return None
-
-
-def _splash_problem(q: jax.Array, k: jax.Array, bias: jax.Array | None) -> str | None:
-    if jax.default_backend() != "tpu":
-        return f"the platform is {jax.default_backend()}, not tpu"
-    if bias is not None:
-        return "splash attention takes no additive bias (e.g. relative frame positions)"
-    if q.shape[1] % _SPLASH_BLOCK or k.shape[1] % _SPLASH_BLOCK:
-        return f"splash attention needs lengths that are multiples of {_SPLASH_BLOCK}, got {q.shape[1]}/{k.shape[1]}"
-    return None
-
-
-@functools.cache
-def _splash_kernel(num_heads: int, q_len: int, k_len: int, causal: bool):
-    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernel
-    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
-
-    head_mask = masks.CausalMask((q_len, k_len)) if causal else masks.FullMask((q_len, k_len))
-    mask = masks.MultiHeadMask([head_mask] * num_heads)
-    block = kernel.BlockSizes(
-        block_q=_SPLASH_BLOCK,
-        block_kv=_SPLASH_BLOCK,
-        block_kv_compute=_SPLASH_BLOCK,
-        block_q_dkv=_SPLASH_BLOCK,
-        block_kv_dkv=_SPLASH_BLOCK,
-        block_kv_dkv_compute=_SPLASH_BLOCK,
-        block_q_dq=_SPLASH_BLOCK,
-        block_kv_dq=_SPLASH_BLOCK,
-    )
-    return kernel.make_splash_mha(mask, block_sizes=block, head_shards=1, q_seq_shards=1)
-
-
-def _splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, causal: bool) -> jax.Array:
-    kernel = _splash_kernel(q.shape[2], q.shape[1], k.shape[1], causal)
-    q = q * (1.0 / math.sqrt(q.shape[-1]))
-    # The kernel works on (heads, length, head_dim) for one example; map it over the batch.
-    out = jax.vmap(kernel)(q.swapaxes(1, 2), k.swapaxes(1, 2), v.swapaxes(1, 2))
-    return out.swapaxes(1, 2)
-
-
 def attention(
     q: jax.Array,
     k: jax.Array,
@@ -107,19 +90,26 @@ def attention(
     """Multi-head attention of q (B, Lq, H, D) over k, v (B, Lk, H, D) -> (B, Lq, H, D).
 
     `bias` broadcasts to (B, H, Lq, Lk) and is added to the logits; `causal` lets query i see
-    keys j <= i (pre-softmax mask).
+    keys j <= i + Lk - Lq (pre-softmax mask, bottom-right aligned).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"model.attention_backend={backend!r} is not one of {BACKENDS}")
-    if backend == "cudnn":
-        problem = _cudnn_problem(q, k)
-        if problem is None:
-            return jax.nn.dot_product_attention(q, k, v, bias=bias, is_causal=causal, implementation="cudnn")
-    elif backend == "splash":
-        problem = _splash_problem(q, k, bias)
-        if problem is None:
-            return _splash_attention(q, k, v, causal)
-    else:
-        return xla_attention(q, k, v, bias, causal)
-    _warn_once(f"attention backend {backend!r} unavailable here ({problem}); using 'xla' instead")
+    choice = choose_kernel(
+        backend,
+        target_platform(),
+        q.shape,
+        k.shape,
+        q.dtype,
+        bias=bias is not None,
+        causal=causal,
+        typed_manual=varies_over_manual_axes(q),
+        unplaced_devices=0 if current_mesh() is not None else jax.device_count(),
+    )
+    _note(backend, choice)
+    if choice.kernel == "splash":
+        return run_sharded(
+            functools.partial(splash_attention, causal=causal, interpret=current_target().interpret), q, k, v
+        )
+    if choice.kernel == "cudnn":
+        if bias is not None:
+            bias = bias.reshape((1,) * (4 - bias.ndim) + bias.shape)
+        return run_sharded(functools.partial(cudnn_attention, causal=causal), q, k, v, bias)
     return xla_attention(q, k, v, bias, causal)

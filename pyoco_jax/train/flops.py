@@ -30,7 +30,8 @@ def matmul_flops(jaxpr) -> float:
 
     A scan's body counts `length` times, a cond its costliest branch, nested calls (jit, remat with its
     recomputation, custom derivatives) fully, a Pallas kernel's body once per grid cell (blocks a kernel
-    skips, e.g. masked out, included), a while loop's body once (its trip count is not static).
+    skips, e.g. masked out, included), a shard_map's body once per device it runs on (it holds one
+    device's share), a while loop's body once (its trip count is not static).
     """
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
     total = 0.0
@@ -50,6 +51,9 @@ def matmul_flops(jaxpr) -> float:
                 total += max(inner, default=0.0)
             elif name == "pallas_call":
                 total += sum(inner) * math.prod(eqn.params["grid_mapping"].grid)
+            elif name == "shard_map":  # The body is one device's share: every device of its new manual axes runs it.
+                mesh = eqn.params["mesh"]
+                total += sum(inner) * math.prod(mesh.shape[axis] for axis in eqn.params["newly_manual_axes"])
             else:
                 total += sum(inner) * (eqn.params["length"] if name == "scan" else 1)
     return total

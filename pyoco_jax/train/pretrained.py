@@ -10,7 +10,6 @@ scheduler config, or the pretrained run its config, the run's diffusion settings
 network was trained, or the run is refused before any loading.
 """
 
-import dataclasses
 import math
 
 import jax
@@ -25,9 +24,8 @@ from pyoco_jax.config_rules import get
 from pyoco_jax.convert.diffusers import load_unet_params
 from pyoco_jax.convert.merge import merge_params
 from pyoco_jax.convert.pipeline import scheduler_config
-from pyoco_jax.convert.wan_transformer import read_wan_params
+from pyoco_jax.convert.wan_transformer import check_wan_architecture, read_wan_params
 from pyoco_jax.errors import ConfigError
-from pyoco_jax.models.dit import WanConfig, wan_config
 from pyoco_jax.models.lora import trainable_pattern
 from pyoco_jax.train.build import RunParts
 from pyoco_jax.train.checkpoint import CHECKPOINTS
@@ -114,28 +112,10 @@ def check_same_diffusion(config: ml_collections.ConfigDict, pretrained: ml_colle
 
 
 def wan_tensors(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-    """The diffusers Wan transformer `train.init_from` names, by our names; refused unless the run's DiT has
-    its architecture and trains with flow matching, as every Wan model was."""
-    path = config.train.init_from
-    theirs, tensors = read_wan_params(path)
-    ours = wan_config(config.model)
-    different = [
-        f"{field.name} {getattr(ours, field.name)!r} (the folder: {getattr(theirs, field.name)!r})"
-        for field in dataclasses.fields(WanConfig)
-        if getattr(ours, field.name) != getattr(theirs, field.name)
-    ]
-    if different:
-        raise ConfigError(
-            f"config key 'model.dit': the run's DiT is not the transformer of train.init_from={path!r}: "
-            f"{', '.join(different)}; set model.dit.* and model.in_channels/out_channels/cross_attention_dim to "
-            "the folder's (configs/wan21_1_3b.py and wan21_14b.py have Wan 2.1's)"
-        )
-    if config.diffusion.formulation != "flow":
-        raise ConfigError(
-            f"config key 'diffusion.formulation': is {config.diffusion.formulation!r}, but train.init_from={path!r} "
-            "is a Wan transformer, trained with flow matching; set it to 'flow'"
-        )
-    return tensors
+    """The diffusers Wan transformer (or pyoco-convert output) `train.init_from` names, by our names; refused
+    unless the run's DiT has its architecture and trains with flow matching, as every Wan model was."""
+    check_wan_architecture(config, config.train.init_from, "train.init_from")
+    return read_wan_params(config.train.init_from)[1]
 
 
 def pretrained_tensors(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:

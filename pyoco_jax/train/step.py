@@ -65,7 +65,9 @@ def make_loss_and_grads(
     """`(params, frozen, batch, keys) -> (loss, grads)`, averaged over `optim.accum_steps` micro-batches.
 
     With a `mesh`, the model's input and output video are constrained to the batch layout (rows over
-    the data-parallel axes, frames over `sequence`), so the noised video is built where its rows live.
+    the data-parallel axes, frames over `sequence` where they divide), so the noised video is built where its
+    rows live, and the model is traced in `parallel.model_context` (DiT tokens split over `sequence`, fused
+    attention kernels per device).
     """
     optim, model_config = config.optim, config.model
     accum = int(optim.accum_steps)
@@ -77,10 +79,10 @@ def make_loss_and_grads(
     conditioned = is_conditioned(config)
     spec = lora_spec(model_config)
     lora_dropout = spec is not None and spec.dropout > 0
-    video_layout = None if mesh is None else NamedSharding(mesh, parallel.video_spec(mesh))
-
     def constrain(video: jax.Array) -> jax.Array:
-        return video if video_layout is None else jax.lax.with_sharding_constraint(video, video_layout)
+        if mesh is None:
+            return video
+        return jax.lax.with_sharding_constraint(video, NamedSharding(mesh, parallel.video_spec(mesh, video.shape[1])))
 
     def micro_loss(params: nnx.State, frozen: nnx.State, micro: Batch, keys: jax.Array):
         # Fresh Variables inside this trace: frozen params come from the outer (jit) trace, and nnx.remat
@@ -100,8 +102,9 @@ def make_loss_and_grads(
             augmentation = augmentation if model_config.condition_augmentation else None
 
         def model_fn(x, t):
-            out = model(constrain(x), t, context=context, labels=labels, fps=fps, condition=condition,
-                        augmentation=augmentation)  # fmt: skip
+            with parallel.model_context(mesh, config.mesh):  # Token split and attention kernels on the mesh.
+                out = model(constrain(x), t, context=context, labels=labels, fps=fps, condition=condition,
+                            augmentation=augmentation)  # fmt: skip
             return constrain(out)
 
         diffusion_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)

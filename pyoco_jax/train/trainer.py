@@ -73,11 +73,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         return gather(sharded_sampler(*args, **kwargs))
 
     logger = MetricLogger(workdir, start_step, num_steps, enabled=is_main)
-    frames_per_step = config.data.global_batch_size * config.data.num_frames
+    shapes = loader.examples_by_share()  # One shape, or (data.buckets) each bucket's, weighted by its batches.
+    frames_per_step = config.data.global_batch_size * sum(share * ex["video"].shape[0] for share, ex in shapes)
     peak = local_peak_flops()
     # Counting the step's FLOPs traces it once more (seconds on a CPU): done where MFU has a peak to divide by.
-    flops_per_device = step_model_flops(config, mesh, source[0]) / mesh.size if peak else 0.0
-    throughput = Throughput(frames_per_step, flops_per_device, peak)
+    flops = sum(share * step_model_flops(config, mesh, ex) for share, ex in shapes) if peak else 0.0
+    throughput = Throughput(frames_per_step, flops / mesh.size, peak)
     preemption = PreemptionWatch()
     last_metrics: dict[str, float] = {}
     pending = None

@@ -8,8 +8,9 @@ is FIRST_TIME = 1 - 1.0133e-6 where FlowMatchEuler/Heun start at t = 1 exactly: 
 ~1e-6 |v|. UniPC is compared with diffusers' in flow coordinates (alpha = 1 - t, sigma = t), so a match
 shows that ours, over D(x, sigma) in VE coordinates, takes the same steps.
 
-diffusers' UniPC feeds the model the integer part of t * 1000 (its timesteps are int64); the fake model
-here is fed the float time of the level it is at, t_i * 1000 from scheduler.sigmas, on both sides.
+diffusers' UniPC feeds the model the integer part of t * 1000 (its timesteps are int64): ours does too with
+timestep_rounding="floor", compared with diffusers' scheduler as it is; with the default "none" the fake model
+is fed the float time of the level it is at, t_i * 1000 from scheduler.sigmas, on both sides.
 """
 
 import jax
@@ -72,12 +73,13 @@ def _linear_torch(x, time):
 
 def _run_ours(flow, sampler, model_fn, **options):
     """Our sampler from x_t = NOISE: (model inputs, model times, final sample), all float64 NumPy."""
-    sigmas = flow.sampling_sigmas(options.pop("num_steps"))
+    num_steps = options.pop("num_steps")
+    sigmas = flow.sampling_sigmas(num_steps)
     wrapped, calls = recording(model_fn)
     start = jnp.asarray(NOISE) * flow.initial_noise_scale(float(sigmas[0]))
     out = run_sampler(
         sampler,
-        lambda x, sigma: flow.denoise(wrapped, x, sigma),
+        flow.sampling_denoiser(wrapped, num_steps),
         start,
         sigmas,
         key=jax.random.key(0),
@@ -101,15 +103,21 @@ def _run_theirs(scheduler, model_fn, time_of_call):
     return np.stack(inputs), np.array(times), x.numpy().astype(np.float64)
 
 
-def _compare(ours, theirs):
-    """Max |ours - theirs| over the states and the final sample, after checking the model times agree."""
-    inputs, times, out = ours
-    ref_inputs, ref_times, ref_out = theirs
+def _errors(ours, theirs):
+    """(max |ours - theirs| of the states per step, of the final sample)."""
+    inputs, _, out = ours
+    ref_inputs, _, ref_out = theirs
     assert inputs.shape == ref_inputs.shape
-    np.testing.assert_allclose(times, ref_times, atol=2e-3)  # 1000 (1 - FIRST_TIME) ~ 1e-3 at the start
     errors = np.abs(inputs - ref_inputs).max(axis=tuple(range(1, inputs.ndim)))
     final = float(np.abs(out - ref_out).max())
     print(f"max |state error| per step {np.array2string(errors, precision=1)}, final {final:.1e}")
+    return errors, final
+
+
+def _compare(ours, theirs, times_atol=2e-3):
+    """Both runs' states and final samples agree to TOL, after checking the model times agree."""
+    np.testing.assert_allclose(ours[1], theirs[1], atol=times_atol)  # 1000 (1 - FIRST_TIME) ~ 1e-3 at the start
+    errors, final = _errors(ours, theirs)
     assert errors.max() < TOL and final < TOL, (errors, final)
 
 
@@ -174,6 +182,54 @@ def test_unipc_steps_match_diffusers_flow_prediction(order, shift, grid):
     flow = FlowMatching(shift=shift, grid=grid)
     ours = _run_ours(flow, "unipc", _linear_jax, num_steps=num_steps, unipc_order=order)
     _compare(ours, theirs)
+
+
+def _unipc_flow_scheduler(shift, num_steps):
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift)
+    scheduler.set_timesteps(num_steps)
+    return scheduler
+
+
+# Shift 1 at 9 and 37 steps: float32 arithmetic from sigma floors levels one off diffusers' float64 (445 for 444).
+@pytest.mark.parametrize("shift,num_steps", [(1.0, 9), (1.0, 37), (3.0, 3), (3.0, 50), (5.0, 1), (5.0, 20)])
+def test_floored_model_times_are_unipc_timesteps(shift, num_steps):
+    """With timestep_rounding="floor" the model is fed UniPCMultistepScheduler.timesteps (flow sigmas, shift),
+    while the levels stay its exact sigmas."""
+    scheduler = _unipc_flow_scheduler(shift, num_steps)
+    flow = FlowMatching(sample_shift=shift, grid="unipc", timestep_rounding="floor")
+    np.testing.assert_array_equal(flow.integer_timesteps(num_steps), scheduler.timesteps.numpy())
+    sigmas = flow.sampling_sigmas(num_steps)
+    np.testing.assert_allclose(sigmas / (1 + sigmas), scheduler.sigmas.numpy(), rtol=1e-6, atol=1e-7)
+    wrapped, calls = recording(lambda x, t: 0.5 * x)
+    flow.sample(wrapped, jax.random.key(0), (2, 2, 1, 1, 1), sampler="unipc", num_steps=num_steps)
+    fed = np.stack([c[1] for c in calls])
+    np.testing.assert_array_equal(fed, np.broadcast_to(scheduler.timesteps.numpy()[:, None], fed.shape))
+
+
+def test_floored_model_times_off_the_grid_are_whole():
+    """Euler with churn evaluates between the levels: those times are floored too, the levels' as diffusers'."""
+    flow = FlowMatching(sample_shift=3.0, timestep_rounding="floor")
+    wrapped, calls = recording(lambda x, t: 0.5 * x)
+    flow.sample(wrapped, jax.random.key(0), (1, 2, 1, 1, 1), sampler="euler", num_steps=6, s_churn=2.0, s_tmax=10.0)
+    times = np.array([c[1][0] for c in calls])
+    sigmas = flow.sampling_sigmas(6)[:-1]
+    levels = sigmas / (1 + sigmas) * 1000
+    churned = sigmas <= 10.0
+    assert np.all(times == np.floor(times)) and np.all(times[churned] > np.floor(levels[churned]))
+    np.testing.assert_array_equal(times[~churned], flow.integer_timesteps(6)[~churned])
+
+
+@pytest.mark.parametrize("shift,num_steps", [(3.0, 10), (1.0, 9)])
+def test_unipc_with_floored_times_matches_diffusers_unipc_as_is(shift, num_steps):
+    """Ours with timestep_rounding="floor" against diffusers' UniPC handing the model its own int64 timesteps:
+    the same times exactly, the same states; with the float times ("none") the states differ by far more."""
+    scheduler = _unipc_flow_scheduler(shift, num_steps)
+    theirs = _run_theirs(scheduler, _linear_torch, lambda i, timestep: float(timestep))
+    floored = FlowMatching(sample_shift=shift, grid="unipc", timestep_rounding="floor")
+    _compare(_run_ours(floored, "unipc", _linear_jax, num_steps=num_steps), theirs, times_atol=0)
+    unrounded = FlowMatching(sample_shift=shift, grid="unipc")
+    errors, final = _errors(_run_ours(unrounded, "unipc", _linear_jax, num_steps=num_steps), theirs)
+    assert max(errors.max(), final) > 10 * TOL
 
 
 def _flow_model_fn(flow, denoiser):
@@ -334,6 +390,7 @@ def test_flow_config_builds_the_formulation():
         ("diffusion.flow.logit_std=-1.0", "diffusion.flow.logit_std"),
         ("diffusion.flow.timestep_scale=0.0", "diffusion.flow.timestep_scale"),
         ("diffusion.flow.sample_shift=-2.0", "diffusion.flow.sample_shift"),
+        ("diffusion.flow.timestep_rounding=round", "diffusion.flow.timestep_rounding"),
     ],
 )
 def test_bad_flow_options_fail_in_one_line_naming_the_key(override, key):

@@ -8,6 +8,8 @@ import sys
 import jax
 import jax.numpy as jnp
 import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from pyoco_jax import parallel
 from pyoco_jax.config import load_config
@@ -152,6 +154,17 @@ def test_matmul_flops_count_a_pallas_kernel_once_per_grid_cell():
     q = jax.ShapeDtypeStruct((heads, length, head_dim), jnp.bfloat16)
     # Traced only (a TPU kernel): q @ k^T and p @ v over all (length / block)^2 block pairs of every head.
     assert matmul_flops(jax.make_jaxpr(splash)(q, q, q)) == 4 * heads * length**2 * head_dim
+
+
+def test_matmul_flops_count_a_shard_map_body_once_per_device():
+    mesh = jax.make_mesh((2, 4), ("rows", "other"), devices=jax.devices()[:8])
+    local = jax.shard_map(
+        lambda a, b: a @ b, mesh=mesh, in_specs=(P("rows"), P()), out_specs=P("rows"), check_vma=False
+    )
+    a = jax.ShapeDtypeStruct((16, 32), jnp.float32, sharding=NamedSharding(mesh, P("rows")))
+    b = jax.ShapeDtypeStruct((32, 8), jnp.float32, sharding=NamedSharding(mesh, P()))
+    # Each of the 8 devices multiplies its 8 rows (the 4 devices along `other` repeat the same rows).
+    assert matmul_flops(jax.jit(local).trace(a, b).jaxpr) == 8 * 2 * 8 * 32 * 8
 
 
 class _FailingCompile:

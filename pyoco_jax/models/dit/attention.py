@@ -3,14 +3,15 @@
 Self-attention rotates q and k by the 3D RoPE. Cross-attention reads the projected text; an
 image-to-video model's blocks also read the projected image tokens through their own k/v projections
 (`add_k_proj`, `add_v_proj`, `norm_added_k`) with the same queries, and the two results are summed
-before `to_out`.
+before `to_out`. Under a token layout (models/context_parallel.py) self-attention trades tokens for
+heads between devices and cross-attention keeps its queries split.
 """
 
 import jax
 from flax import nnx
 
 from pyoco_jax.models import axes
-from pyoco_jax.models.attention import attention
+from pyoco_jax.models.context_parallel import cross_attention, self_attention
 from pyoco_jax.models.dit.norms import RMSNorm
 from pyoco_jax.models.dit.rope import apply_rope
 from pyoco_jax.models.keys import KeySource
@@ -63,9 +64,10 @@ class WanAttention(nnx.Module):
         v = self._heads(self.to_v(source))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        out = attention(q, k, v, backend=self.backend)
+        attend = self_attention if context is None else cross_attention
+        out = attend(q, k, v, backend=self.backend)
         if self.add_k_proj is not None:
             k_image = self._heads(self.norm_added_k(self.add_k_proj(image_context)))
             v_image = self._heads(self.add_v_proj(image_context))
-            out = out + attention(q, k_image, v_image, backend=self.backend)
+            out = out + cross_attention(q, k_image, v_image, backend=self.backend)
         return self.to_out(out.reshape(*out.shape[:-2], -1))

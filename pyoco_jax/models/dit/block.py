@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pyoco_jax.models import axes
+from pyoco_jax.models.context_parallel import constrain_tokens
 from pyoco_jax.models.dit.attention import WanAttention
 from pyoco_jax.models.dit.config import WanConfig
 from pyoco_jax.models.dit.embeddings import MODULATIONS, FeedForward
@@ -55,6 +56,7 @@ class WanBlock(nnx.Module):
     ) -> jax.Array:
         """x: (B, L, D) in the compute dtype; text (B, T, D) and image (B, S, D) or None: projected context;
         modulations: (B, 6, D) float32; rope: (cos, sin) per token. Returns x's shape and dtype."""
+        x = constrain_tokens(x)  # Under a token layout each device holds and computes its share of the tokens.
         table = self.scale_shift_table[...].astype(jnp.float32) + modulations
         shift, scale, gate, ff_shift, ff_scale, ff_gate = jnp.split(table, MODULATIONS, axis=1)
 

@@ -17,6 +17,7 @@ builds a model trained without text: it takes no context and cross-attends to on
 `text_dim` instead (an exported model is given that token as `encoder_hidden_states`).
 """
 
+import math
 import operator
 
 import jax
@@ -25,6 +26,7 @@ from flax import nnx
 
 from pyoco_jax.models import axes
 from pyoco_jax.models.attention import BACKENDS
+from pyoco_jax.models.context_parallel import check_split, constrain_tokens
 from pyoco_jax.models.dit.block import WanBlock, modulation_table
 from pyoco_jax.models.dit.config import WanConfig
 from pyoco_jax.models.dit.embeddings import ConditionEmbedder, PatchEmbedding
@@ -192,7 +194,8 @@ class WanTransformer(nnx.Module):
         config = self.config
         b, f, h, w, _ = x.shape
         pt, ph, pw = config.patch_size
-        tokens = self.patch_embedding(x)
+        check_split(config.num_attention_heads, math.prod(grid))
+        tokens = constrain_tokens(self.patch_embedding(x))
         t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b,))
         temb, modulations = self.condition_embedder.time(t, self._label_embedding(labels, b))
         text = self._text_tokens(context, b)
