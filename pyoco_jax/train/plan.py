@@ -14,24 +14,37 @@ FLOPs: XLA's cost analysis counts the body of a loop once, so for a model whose 
 of the traced step itself (train/flops.py: scan bodies times their length, recomputation included; per
 device as if the work split evenly), and the roofline takes the larger count; the same step traced without
 remat gives the model FLOPs that MFU divides by. A step that cannot fit raises `PlanDoesNotFit` with the
-compiler's figure.
+compiler's figure. With data.buckets every bucket shape compiles its own step; the plan is the largest's (most
+pixels or latents x frames), the one that needs the most memory and time, and its report says so.
+
+Attention picks its kernels while the step is traced, for the target's platform (a TPU topology: splash where
+it pays, models/attention_choice.py) and on its mesh; the report ends with each kernel's count and reason.
+
+Collectives (train/collectives.py: read from the compiled HLO, loops counted by their trip counts) are reported
+apart, with a ring-model time at the chip's interconnect bandwidth, and give a second step-time bound: the
+roofline assumes they hide behind compute (best case), "no overlap" adds their time to it (worst case).
 """
 
+import contextlib
 import dataclasses
 import importlib.util
 import math
 import os
 import re
 import time
+from collections.abc import Iterator
 
 import jax
 import ml_collections
 import numpy as np
 
 from pyoco_jax import parallel
+from pyoco_jax.data.buckets import Bucket, parse_buckets
 from pyoco_jax.data.loader import make_source
 from pyoco_jax.errors import UserError
+from pyoco_jax.models.attention import record_kernel_choices
 from pyoco_jax.train.build import build_run, sharded_step
+from pyoco_jax.train.collectives import CollectiveSummary, hlo_collectives
 from pyoco_jax.train.flops import matmul_flops, step_model_flops
 from pyoco_jax.train.hardware import CHIPS, Chip, chip_for_device_kind
 
@@ -71,24 +84,40 @@ def _tpu_devices(generation: str, dims: tuple[int, ...], slices: int) -> list:
         )
     from jax.experimental import topologies
 
-    # libtpu reads these when it starts; on a machine without TPUs they only silence its warnings. A plan
-    # opens no TPU device, so it need not take libtpu's one-process lock (plans can run side by side).
-    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-    os.environ.setdefault("TPU_ACCELERATOR_TYPE", _ACCELERATOR_TYPES[generation])
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     host_bounds = (min(2, dims[0]), min(2, dims[1]), 1)
     name = f"{generation}:{'x'.join(map(str, dims))}"
     try:
-        description = topologies.get_topology_desc(
-            platform="tpu",
-            topology_name=name,
-            chip_config_name="default",
-            chips_per_host_bounds=host_bounds,
-            num_slices=slices,
-        )
+        with _quiet_libtpu_start(generation):
+            description = topologies.get_topology_desc(
+                platform="tpu",
+                topology_name=name,
+                chip_config_name="default",
+                chips_per_host_bounds=host_bounds,
+                num_slices=slices,
+            )
     except Exception as err:  # libtpu reports bad shapes with assorted exception types
         raise TopologyError(f"libtpu cannot build the topology {name} x {slices} slice(s): {err}") from err
     return list(description.devices)
+
+
+@contextlib.contextmanager
+def _quiet_libtpu_start(generation: str) -> Iterator[None]:
+    """libtpu reads these when it starts; on a machine without TPUs they only silence its warnings. A plan
+    opens no TPU device, so it need not take libtpu's one-process lock (plans can run side by side). They are
+    unset again after: a TPU worker variable left behind would make this process's children (e.g. a later
+    pyoco-train) take the machine for a Cloud TPU host."""
+    quieting = {
+        "TPU_WORKER_HOSTNAMES": "localhost",
+        "TPU_ACCELERATOR_TYPE": _ACCELERATOR_TYPES[generation],
+        "ALLOW_MULTIPLE_LIBTPU_LOAD": "1",
+    }
+    added = [name for name in quieting if name not in os.environ]
+    os.environ.update({name: quieting[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            del os.environ[name]
 
 
 def target(topology: str) -> Target:
@@ -138,6 +167,8 @@ class Plan:
     frames_per_step: int
     chip: Chip | None
     devices_per_chip: int
+    attention_kernels: tuple[tuple[str, str, int], ...] = ()  # (kernel, why, attention calls traced)
+    collectives: CollectiveSummary | None = None  # from the compiled HLO
 
     @property
     def total_bytes(self) -> int:
@@ -179,6 +210,32 @@ class Plan:
             return None
         return self.model_flops / (self.chip.peak_bf16_flops / self.devices_per_chip) / roofline[2]
 
+    @property
+    def interconnect_bandwidth(self) -> float | None:
+        """Bytes/s of ICI (NVLink) per device, None where the chip has no published figure."""
+        if self.chip is None or self.chip.interconnect_bytes_per_second is None:
+            return None
+        return self.chip.interconnect_bytes_per_second / self.devices_per_chip
+
+    @property
+    def collective_seconds(self) -> float | None:
+        """Ring-model seconds per step of all collectives, one after another (train/collectives.py)."""
+        if self.collectives is None or self.interconnect_bandwidth is None:
+            return None
+        return self.collectives.seconds(self.interconnect_bandwidth)
+
+    @property
+    def step_without_overlap(self) -> float | None:
+        """The worst-case bound: the roofline step plus the collectives' time, none hidden behind compute."""
+        roofline, collective = self.roofline, self.collective_seconds
+        return None if roofline is None or collective is None else roofline[2] + collective
+
+    @property
+    def mfu_without_overlap(self) -> float | None:
+        """`mfu` at the no-overlap step time."""
+        step = self.step_without_overlap
+        return None if step is None else self.mfu * self.roofline[2] / step
+
 
 def compile_step(traced, topology: str):
     """`traced` (a jitted step's trace) compiled; a step too big for the device memory is a `PlanDoesNotFit`."""
@@ -195,18 +252,26 @@ def compile_step(traced, topology: str):
         ) from err
 
 
+def planned_bucket(config: ml_collections.ConfigDict) -> Bucket | None:
+    """The largest of data.buckets (most height x width x frames; the first of equals), or None without buckets."""
+    buckets = parse_buckets(config.data.buckets)
+    return max(buckets, key=lambda b: b.height * b.width * b.frames) if buckets else None
+
+
 def plan_example(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
     """One example with the fields, shapes and dtypes the data pipeline yields; a plan reads no data.
 
     Synthetic clips are rendered; real sources are described from the config: uint8 pixels or float32
-    latents, and for text-conditioned models a context of CLIP's 77 token embeddings.
+    latents (at the largest bucket's shape with data.buckets), and for text-conditioned models a context of
+    CLIP's 77 token embeddings.
     """
     d = config.data
     if d.source == "synthetic":
         return make_source(d, seed=config.seed)[0]
     video_dtype = np.float32 if d.source == "latents" else np.uint8
+    shape = planned_bucket(config) or Bucket(d.resolution, d.resolution, d.num_frames)
     example = {
-        "video": np.zeros((d.num_frames, d.resolution, d.resolution, d.channels), video_dtype),
+        "video": np.zeros((shape.frames, shape.height, shape.width, d.channels), video_dtype),
         "label": np.zeros((), np.int32),
         "fps": np.zeros((), np.float32),
     }
@@ -224,7 +289,9 @@ def make_plan(config: ml_collections.ConfigDict, topology: str) -> Plan:
     # Text runs drop captions to the empty prompt inside the step; its embedding has the context's shape.
     step = sharded_step(parts, config, mesh, example, null_context=example.get("context"))
     state, batch = step.abstract_inputs(parts.abstract_state, example, config.data.global_batch_size)
-    traced = step.fn.trace(state, batch)
+    # Attention picks its kernels for the mesh's platform (TPU: splash) while the step is traced.
+    with record_kernel_choices() as kernels:
+        traced = step.fn.trace(state, batch)
     start = time.perf_counter()
     compiled = compile_step(traced, chosen.name)
     compile_seconds = time.perf_counter() - start
@@ -253,9 +320,11 @@ def make_plan(config: ml_collections.ConfigDict, topology: str) -> Plan:
         program_flops=matmul_flops(traced.jaxpr) / devices,
         model_flops=step_model_flops(config, mesh, example) / devices,
         compile_seconds=compile_seconds,
-        frames_per_step=config.data.global_batch_size * config.data.num_frames,
+        frames_per_step=config.data.global_batch_size * example["video"].shape[0],
         chip=chosen.chip,
         devices_per_chip=chosen.devices_per_chip,
+        attention_kernels=tuple((c.kernel, c.reason, n) for c, n in sorted(kernels.items(), key=lambda x: -x[1])),
+        collectives=hlo_collectives(compiled.as_text()),
     )
 
 
@@ -275,14 +344,41 @@ def _architecture(model: ml_collections.ConfigDict) -> str:
     return f"U-Net channels {tuple(model.block_out_channels)}"
 
 
+def _collective_lines(plan: Plan) -> list[str]:
+    """Bytes and ring-model seconds per step of each kind of collective (train/collectives.py)."""
+    if not plan.collectives:
+        return []
+    bandwidth = plan.interconnect_bandwidth
+    timing = "no time: no interconnect bandwidth known for these devices"
+    if bandwidth is not None:
+        timing = f"ring-model time at {bandwidth / 1e9:.0f} GB/s per device"
+    lines = [f"Collectives per device per step (compiled HLO; {timing}):"]
+    summary = plan.collectives
+    seconds = summary.seconds_by_kind(bandwidth) if bandwidth else {}
+    for kind, total in summary.bytes_by_kind().items():
+        runs = sum(op.count for op in summary.ops if op.kind == kind)
+        cost = f"{seconds[kind] * 1e3:9.3f} ms" if kind in seconds else "        n/a"
+        lines.append(f"  {kind:18s} x {runs:<5d} {_size(total)}  {cost}")
+    if not summary.ops:
+        lines.append("  none")
+    if summary.per_iteration_ops:
+        lines.append(
+            f"  ({summary.per_iteration_ops} ops sit in loops of unknown trip count: counted once, per loop "
+            "iteration, so these totals are floors)"
+        )
+    return lines
+
+
 def format_plan(plan: Plan, config: ml_collections.ConfigDict) -> str:
     """A human-readable report (one figure per line)."""
-    m = config.model
+    m, bucket = config.model, planned_bucket(config)
+    clip = f"{config.data.num_frames} frames x {config.data.resolution}^2"
+    if bucket is not None:
+        clip = f"{bucket.frames} frames x {bucket.height}x{bucket.width} (the largest of data.buckets)"
     lines = [
         f"Plan for {plan.topology}: {plan.num_devices} devices, mesh {plan.mesh}",
         f"  model: {_architecture(m)}, dtype {m.dtype}, params {m.param_dtype}, "
-        f"remat {m.remat}; batch {config.data.global_batch_size} x {config.data.num_frames} frames "
-        f"x {config.data.resolution}^2",
+        f"remat {m.remat}; batch {config.data.global_batch_size} x {clip}",
         "Memory per device:",
         f"  params            {_size(plan.state_bytes['params'])}",
         f"  frozen params     {_size(plan.state_bytes['frozen'])}",
@@ -322,9 +418,20 @@ def format_plan(plan: Plan, config: ml_collections.ConfigDict) -> str:
         bound = "compute" if compute >= memory else "HBM bandwidth"
         lines += [
             f"  step time (roofline) {step * 1e3:.3f} ms, {bound}-bound (compute {compute * 1e3:.3f} ms, "
-            f"memory {memory * 1e3:.3f} ms; collectives not counted)",
+            f"memory {memory * 1e3:.3f} ms; collectives hidden behind them: the best case)",
             f"  frames/s (roofline) {plan.frames_per_step / step:.4g}",
-            f"  implied MFU {plan.mfu:.1%} (model FLOPs / peak / roofline step: an upper bound, real steps are "
-            "slower than the roofline)",
+            f"  implied MFU {plan.mfu:.1%} (roofline: model FLOPs / peak / roofline step: an upper bound, real steps "
+            "are slower than the roofline)",
         ]
+        if plan.step_without_overlap is not None:
+            no_overlap = plan.step_without_overlap
+            lines += [
+                f"  step time (compute/HBM + collectives, no overlap) {no_overlap * 1e3:.3f} ms (roofline "
+                f"{step * 1e3:.3f} ms + collectives {plan.collective_seconds * 1e3:.3f} ms: the worst case)",
+                f"  frames/s (no overlap) {plan.frames_per_step / no_overlap:.4g}",
+                f"  implied MFU {plan.mfu_without_overlap:.1%} (no overlap: model FLOPs / peak / that step)",
+            ]
+    lines += _collective_lines(plan)
+    lines.append("Attention kernels (calls as traced; a scanned layer's body counts once):")
+    lines += [f"  {kernel:6s} x {count:<4d} {reason}" for kernel, reason, count in plan.attention_kernels]
     return "\n".join(lines)

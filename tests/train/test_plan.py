@@ -1,6 +1,7 @@
 """AOT plans: `pyoco-train --plan` compiles the real step for a topology and reports memory, FLOPs and fit."""
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -105,6 +106,8 @@ def test_tpu_plan_compiles_for_a_v5e_slice_without_tpus():
     assert step == max(compute, memory) > 0
     report = format_plan(plan, config)
     assert "fits in HBM: yes" in report and "implied MFU" in report
+    # libtpu's start-up variables are gone again: left behind, children would take this for a TPU host.
+    assert "TPU_WORKER_HOSTNAMES" not in os.environ
 
 
 def _layer(x, w):
