@@ -33,13 +33,12 @@ from pyoco_jax.data.video_io import read_video
 from pyoco_jax.prepare import check_config, clip_draws, prepare
 from pyoco_jax.sample.cascade import hand_over, interpolate
 from pyoco_jax.sample.run_sampler import load_run_sampler
-from tests.data.videos import coded_frames, write_mp4
+from tests.data.videos import CAPTIONS, coded_frames, write_captioned_videos, write_mp4
 from tests.models.clip_testing import TINY_TEXT_ENCODER, save_clip_model, save_text_encoder, save_vocab
 from tests.models.vae_testing import save_tiny_vae
 from tests.train.helpers import REPO, single_device_env
 
 CONFIG = str(REPO / "configs" / "tiny_latent.py")
-CAPTIONS = ["a cat sitting on a windowsill", "two dogs playing fetch in a park", "clouds moving over mountains"]
 FRAMES, LATENT_SIDE, VAE_FACTOR = 4, 8, 2  # The tiny VAE has 2 levels: 16x16 pixels -> 8x8 latents.
 
 
@@ -63,15 +62,6 @@ def _pipeline(folder):
     save_vocab(folder / "tokenizer")
 
 
-def _videos(folder):
-    folder.mkdir()
-    rows = ["path,caption"]
-    for i, caption in enumerate(CAPTIONS):
-        write_mp4(folder / f"clip{i}.mp4", np.roll(coded_frames(12, 24, 32), i, axis=0), fps=8)
-        rows.append(f"clip{i}.mp4,{caption}")
-    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
-
-
 def flat(module) -> dict[str, np.ndarray]:
     return {k: np.asarray(v.get_value()) for k, v in flat_params(module).items()}
 
@@ -85,7 +75,7 @@ def test_convert_prepare_train_and_sample_text_to_video(tmp_path):
     sd, videos, cache, workdir = tmp_path / "sd", tmp_path / "videos", tmp_path / "latents", tmp_path / "run"
     pipe = tmp_path / "converted"
     _pipeline(sd)
-    _videos(videos)
+    write_captioned_videos(videos)
     command = [sys.executable, "-m", "pyoco_jax.cli.convert", f"--diffusers={sd}", f"--config={CONFIG}"]
     result = subprocess.run(command + [f"--out={pipe}"], env=single_device_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-4000:]

@@ -41,14 +41,13 @@ from pyoco_jax.data.video_io import read_video
 from pyoco_jax.noise import sample_noise
 from pyoco_jax.sample.latent_vae import LatentVAE
 from pyoco_jax.sample.sampler import sampling_prior
-from tests.data.videos import coded_frames, write_mp4
+from tests.data.videos import CAPTIONS, write_captioned_videos
 from tests.models.test_umt5 import CONFIG as UMT5_CONFIG
 from tests.models.test_umt5 import _t5_like_tokenizer
 from tests.models.test_wan_vae import TINY as TINY_VAE
 from tests.train.helpers import REPO, single_device_env
 
 CONFIG = str(REPO / "configs" / "wan21_tiny.py")
-CAPTIONS = ["a cat sitting on a windowsill", "two dogs playing fetch in a park", "clouds moving over mountains"]
 LATENT_FRAMES, LATENT_SIDE, CHANNELS = 2, 4, 4
 FRAMES, SIDE = 1 + 4 * (LATENT_FRAMES - 1), 8 * LATENT_SIDE  # The tiny VAE is Wan's 4x / 8x.
 TINY_DIT = dict(
@@ -104,15 +103,6 @@ def wan(tmp_path_factory):
     return folder
 
 
-def _videos(folder):
-    folder.mkdir()
-    rows = ["path,caption"]
-    for i, caption in enumerate(CAPTIONS):
-        write_mp4(folder / f"clip{i}.mp4", np.roll(coded_frames(12, 24, 32), i, axis=0), fps=8)
-        rows.append(f"clip{i}.mp4,{caption}")
-    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
-
-
 def _run(module: str, *args: str) -> str:
     env = {**single_device_env(), "XLA_FLAGS": FAST_COMPILE}
     result = subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True)
@@ -154,7 +144,7 @@ def test_convert_prepare_train_sample_and_export_match_wan_pipeline(tmp_path, wa
         times[stage] = round(time.perf_counter() - begin, 1)
         begin = time.perf_counter()
 
-    _videos(videos)
+    write_captioned_videos(videos)
     assert (pipeline_family(wan), vae_family(wan), text_family(wan)) == (WAN, WAN, WAN)
     lap("videos")
 

@@ -50,12 +50,13 @@ def exports_wan_pipeline(config: ml_collections.ConfigDict) -> bool:
 def scheduler_config(config: ml_collections.ConfigDict) -> dict:
     """diffusers' UniPCMultistepScheduler config for sampling as the run's flow UniPC sampler does."""
     flow = config.diffusion.flow
-    if config.sample.sampler != "unipc" or flow.grid != "unipc":
+    if config.sample.sampler != "unipc" or flow.grid != "unipc" or flow.timestep_rounding != "floor":
         logging.warning(
-            "the exported pipeline samples with Wan's UniPC (flow sigmas); this run samples with sample.sampler=%r "
-            "on diffusion.flow.grid=%r",
+            "the exported pipeline samples with Wan's UniPC (flow sigmas, whole-number model timesteps); this run "
+            "samples with sample.sampler=%r on diffusion.flow.grid=%r, diffusion.flow.timestep_rounding=%r",
             config.sample.sampler,
             flow.grid,
+            flow.timestep_rounding,
         )
     return {
         "_class_name": "UniPCMultistepScheduler",

@@ -6,6 +6,8 @@ CLIP embedding) so latent training never runs the VAE or text encoder. A folder 
     index.json                      format version, shapes, scaling factor, shard list, what made them
     null_context.npy                the empty prompt's embedding (the condition dropped for guidance)
     latents-00000-of-00008.array_record ...
+    latents-00000-of-00008.array_record.buckets.json   (bucketed caches) that shard's record buckets, so a
+                                    resumed prepare knows them before index.json exists
 
 A shard appears under its final name only once it is complete, so an interrupted prepare resumes by
 skipping the shards that exist.

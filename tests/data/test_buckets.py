@@ -4,11 +4,7 @@ exact resume, host shares, the bucketed latent cache, refused configs, and a tra
 import collections
 import json
 import logging
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -23,6 +19,7 @@ from pyoco_jax.data.buckets import Bucket, BucketSchedule, assign_bucket, parse_
 from pyoco_jax.data.clip_sampling import ClipSpec, VideoInfo
 from pyoco_jax.data.loader import Loader, bucket_schedule, bucketed_host_dataset, make_loader, make_source
 from pyoco_jax.errors import UserError
+from tests.data.two_processes import run_two_processes
 from tests.data.videos import coded_frames, write_mp4
 from tests.train.helpers import FAST, SMALL, TINY
 
@@ -251,28 +248,8 @@ _WORKER = textwrap.dedent(
 
 
 def _two_processes(tmp_path, folder, buckets_of_process) -> list[dict]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{probe.getsockname()[1]}"
-    script = tmp_path / "worker.py"
-    script.write_text(_WORKER)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), address, str(p), str(folder), json.dumps(buckets_of_process[p])],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for p in (0, 1)
-    ]
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err.decode()[-3000:]
-        line = next(x for x in out.decode().splitlines() if x.startswith("RESULT "))
-        results.append(json.loads(line.removeprefix("RESULT ")))
-    return results
+    args = [[str(folder), json.dumps(buckets)] for buckets in buckets_of_process]
+    return run_two_processes(tmp_path, _WORKER, args)
 
 
 def test_two_processes_probe_alike_and_each_loads_its_rows_of_one_buckets_batch(folder, tmp_path):

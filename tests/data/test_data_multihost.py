@@ -1,10 +1,5 @@
 """Two real JAX processes (CPU, gloo) load one global batch together."""
 
-import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -12,6 +7,7 @@ import pytest
 
 from pyoco_jax.data.loader import host_dataset
 from pyoco_jax.data.synthetic import SyntheticVideoSource
+from tests.data.two_processes import run_two_processes
 
 _WORKER = textwrap.dedent(
     """
@@ -40,24 +36,7 @@ _WORKER = textwrap.dedent(
 
 @pytest.mark.slow
 def test_two_processes_share_each_global_batch(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{probe.getsockname()[1]}"
-    script = tmp_path / "worker.py"
-    script.write_text(_WORKER)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), address, str(p)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        for p in (0, 1)
-    ]
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err.decode()[-3000:]
-        line = next(x for x in out.decode().splitlines() if x.startswith("RESULT "))
-        results.append(json.loads(line.removeprefix("RESULT ")))
+    results = run_two_processes(tmp_path, _WORKER, [[], []])
     source = SyntheticVideoSource(24, 2, 8, num_classes=4)
     expected = host_dataset(source, global_batch_size=8, process_index=0, process_count=1, seed=7)
     for n in range(4):

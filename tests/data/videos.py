@@ -139,3 +139,17 @@ def write_mixed_folder(folder: str | os.PathLike, *, seed: int = 0) -> list[str]
     with open(os.path.join(folder, "metadata.csv"), "w") as file:
         file.write("path,caption,label\n" + rows)
     return names
+
+
+CAPTIONS = ["a cat sitting on a windowsill", "two dogs playing fetch in a park", "clouds moving over mountains"]
+
+
+def write_captioned_videos(folder, captions: list[str] = CAPTIONS) -> None:
+    """A video folder of one 12-frame 24x32 clip per caption (each rolled differently) with metadata.csv."""
+    os.makedirs(folder)
+    rows = ["path,caption"]
+    for i, caption in enumerate(captions):
+        write_mp4(os.path.join(folder, f"clip{i}.mp4"), np.roll(coded_frames(12, 24, 32), i, axis=0), fps=8)
+        rows.append(f"clip{i}.mp4,{caption}")
+    with open(os.path.join(folder, "metadata.csv"), "w") as file:
+        file.write("\n".join(rows) + "\n")
