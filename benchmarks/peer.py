@@ -163,7 +163,17 @@ def main(argv: list[str] | None = None) -> None:
         peer_model, batches[0], device=device, warmup=args.warmup, steps=args.steps
     )
     peer_s = statistics.median(peer_times)
-    peer_timing = StepTiming(0.0, peer_times, peer_flops, 0.0, peer_peak, "torch", 1, jax.devices()[0].device_kind, {})
+    peer_timing = StepTiming(
+        compile_seconds=0.0,
+        step_seconds=peer_times,
+        flops_per_step=peer_flops,
+        compiler_flops_per_step=0.0,
+        peak_memory_bytes=peer_peak,
+        memory_source="torch",
+        num_devices=1,
+        device_kind=jax.devices()[0].device_kind,
+        mesh={},
+    )
     percent = lambda value: "n/a" if value is None else f"{value:.1%}"
     print(  # Before ours compiles, so a run cut short still reports the peer.
         f"peer (PyTorch {torch.__version__}, diffusers UNetMotionModel, {torch.get_num_threads()} threads): "

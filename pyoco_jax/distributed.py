@@ -26,14 +26,11 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from pyoco_jax.errors import UserError
+from pyoco_jax.platforms import tpu_chips_present
 
 _TPU_VARIABLES = ("TPU_WORKER_HOSTNAMES", "TPU_WORKER_ID", "CLOUD_TPU_TASK_ID", "MEGASCALE_COORDINATOR_ADDRESS")
 _SLURM_STEP_VARIABLES = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 _MAX_REPORTED = 12
-# TPU chips on the PCI bus: a TPU VM reached by `gcloud ssh` need not set any TPU variable. The
-# device id matters: Google's virtual NIC (gVNIC) on ordinary GCE VMs has the same vendor id.
-_GOOGLE_PCI_VENDOR = "0x1ae0"
-_TPU_PCI_DEVICES = frozenset({"0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f", "0x0076"})  # v3 .. 7x
 
 
 class ProcessMismatchError(UserError):
@@ -64,22 +61,6 @@ def first_slurm_host(nodelist: str) -> str:
     prefix, rest = nodelist.split("[", 1)
     ranges, suffix = rest.split("]", 1)
     return f"{prefix.strip()}{re.split(r'[,-]', ranges, maxsplit=1)[0]}{suffix.strip()}"
-
-
-def tpu_chips_present(pci_devices: str = "/sys/bus/pci/devices") -> bool:
-    """Whether this host has TPU chips (by PCI vendor and device id), without starting the TPU runtime."""
-    root = pathlib.Path(pci_devices)
-    if not root.is_dir():
-        return False
-    for device in root.iterdir():
-        try:
-            vendor = (device / "vendor").read_text().strip()
-            model = (device / "device").read_text().strip()
-        except OSError:
-            continue
-        if vendor == _GOOGLE_PCI_VENDOR and model in _TPU_PCI_DEVICES:
-            return True
-    return False
 
 
 def detect_cluster(

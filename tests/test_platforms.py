@@ -24,7 +24,7 @@ def no_platforms_named(monkeypatch):
     [(False, (), "cpu"), (True, (), None), (False, ("/dev/nvidiactl",), None)],
 )
 def test_cpu_alone_only_where_there_is_no_accelerator(no_platforms_named, tpu, gpu_files, expected):
-    no_platforms_named.setattr(platforms, "_has_tpu_chip", lambda: tpu)
+    no_platforms_named.setattr(platforms, "tpu_chips_present", lambda: tpu)
     no_platforms_named.setattr(platforms.os.path, "exists", lambda path: path in gpu_files)
     platforms.start_cpu_alone_without_accelerators()
     assert os.environ.get("JAX_PLATFORMS") == expected
@@ -32,7 +32,7 @@ def test_cpu_alone_only_where_there_is_no_accelerator(no_platforms_named, tpu, g
 
 def test_a_users_platforms_are_kept(no_platforms_named):
     no_platforms_named.setenv("JAX_PLATFORMS", "cuda")
-    no_platforms_named.setattr(platforms, "_has_tpu_chip", lambda: False)
+    no_platforms_named.setattr(platforms, "tpu_chips_present", lambda: False)
     platforms.start_cpu_alone_without_accelerators()
     assert os.environ["JAX_PLATFORMS"] == "cuda"
 
