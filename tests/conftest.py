@@ -1,4 +1,5 @@
-"""Test-wide setup: 8 fake CPU devices, a shared XLA compilation cache, absl flags parsed for grain.
+"""Test-wide setup: 8 fake CPU devices compiled quickly (tests/xla_flags.py), a shared XLA compilation cache,
+absl flags parsed for grain.
 
 The cache lives for one pytest session (subprocesses inherit it through the
 environment), so identical programs compiled by several tests compile once.
@@ -7,7 +8,9 @@ environment), so identical programs compiled by several tests compile once.
 import os
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from tests.xla_flags import host_devices_flags
+
+os.environ.setdefault("XLA_FLAGS", host_devices_flags(8))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="pyoco_jax_xla_cache_"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

@@ -35,7 +35,7 @@ from pyoco_jax.train.plan import Plan, format_plan, plan_example
 from tests.data.videos import coded_frames, write_mp4
 from tests.models.clip_testing import TINY_TEXT_ENCODER, save_text_encoder, save_vocab
 from tests.models.vae_testing import save_tiny_vae, to_nchw
-from tests.train.helpers import FAST, QUICK_COMPILE_FLAG, REPO, TINY, single_device_env
+from tests.train.helpers import FAST, REPO, TINY, single_device_env
 
 CONFIG = str(REPO / "configs" / "tiny_latent.py")
 BUCKETS = ((8, 8, 4), (8, 12, 4))  # Latent (height, width, frames): square and 2:3 wide; the VAE's factor is 2.
@@ -162,8 +162,7 @@ def test_pyoco_train_runs_on_the_bucketed_cache_which_refuses_other_buckets(made
     steps = ["data.global_batch_size=12", "train.num_steps=2", "train.checkpoint_every=2", "train.log_every=1"]
     command = [sys.executable, "-m", "pyoco_jax.cli.train", f"--config={CONFIG}", f"--workdir={workdir}"]
     command += [f"--config.{item}" for item in (*_overrides(sd, cache, BUCKETS), *ONE_LEVEL, *steps)]
-    env = dict(single_device_env(), XLA_FLAGS=QUICK_COMPILE_FLAG)
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, env=single_device_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     assert (workdir / "checkpoints" / "2").exists()
 

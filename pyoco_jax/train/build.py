@@ -113,14 +113,10 @@ def sharded_step(
     config: ml_collections.ConfigDict,
     mesh: Mesh,
     example: Mapping,
-    compiler_options: dict | None = None,
     null_context: np.ndarray | None = None,
 ) -> ShardedStep:
     """The training step jitted on `mesh`: state laid out by `config.mesh.rules`, donated; batches as
-    stacked from `example` (one example of the data source), rows over the data axes.
-
-    `compiler_options` go to XLA as they are (e.g. a lower backend optimisation level for quick compiles).
-    """
+    stacked from `example` (one example of the data source), rows over the data axes."""
     check_batch(config, mesh)
     state_sharding = parallel.state_shardings(parts.abstract_state, mesh, parallel.logical_rules(config.mesh))
     batch_sharding = parallel.batch_shardings(mesh, example)
@@ -129,6 +125,5 @@ def sharded_step(
         in_shardings=(state_sharding, batch_sharding),
         out_shardings=(state_sharding, parallel.replicated(mesh)),
         donate_argnums=0,
-        compiler_options=compiler_options,
     )
     return ShardedStep(fn, state_sharding, batch_sharding)

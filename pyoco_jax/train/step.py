@@ -79,6 +79,7 @@ def make_loss_and_grads(
     conditioned = is_conditioned(config)
     spec = lora_spec(model_config)
     lora_dropout = spec is not None and spec.dropout > 0
+
     def constrain(video: jax.Array) -> jax.Array:
         if mesh is None:
             return video

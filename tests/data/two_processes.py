@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+from tests.xla_flags import host_devices_flags
+
 
 def run_two_processes(tmp_path, worker_source: str, extra_args: list[list[str]]) -> list[dict]:
     """Each process runs `worker_source` with (coordinator address, process id, *extra_args[p]) and prints one
@@ -15,7 +17,7 @@ def run_two_processes(tmp_path, worker_source: str, extra_args: list[list[str]])
         address = f"127.0.0.1:{probe.getsockname()[1]}"
     script = tmp_path / "worker.py"
     script.write_text(worker_source)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=host_devices_flags(2), JAX_PLATFORMS="cpu")
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), address, str(p), *extra_args[p]],

@@ -19,7 +19,7 @@ from pyoco_jax.errors import ConfigError
 from pyoco_jax.models import context_parallel
 from pyoco_jax.models.attention import attention
 from pyoco_jax.models.dit import WanConfig, WanTransformer
-from tests.train.helpers import QUICK_COMPILE, REPO
+from tests.train.helpers import REPO
 
 # 8 heads of width 6; 2 frames of 8 x 8 patches = 128 tokens, a size no parameter has, so a gathered token
 # axis shows in the compiled program.
@@ -77,7 +77,7 @@ def _loss_and_grads(graphdef, mesh: Mesh | None):
         return jnp.mean(jnp.square(out - target)), out
 
     grads = lambda params, inputs, target: jax.grad(loss, has_aux=True)(params, inputs, target)[::-1]
-    return jax.jit(grads, compiler_options=QUICK_COMPILE)
+    return jax.jit(grads)
 
 
 @pytest.fixture(scope="module")

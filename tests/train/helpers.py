@@ -15,6 +15,7 @@ from pyoco_jax import parallel
 from pyoco_jax.config import load_config
 from pyoco_jax.data.loader import host_dataset, make_source
 from pyoco_jax.train.build import build_run, sharded_step
+from tests.xla_flags import QUICK_COMPILE_FLAG
 
 REPO = pathlib.Path(__file__).parents[2]
 TINY = str(REPO / "configs" / "tiny.py")
@@ -45,9 +46,9 @@ def train_command(workdir: pathlib.Path, *overrides: str) -> list[str]:
 
 
 def single_device_env() -> dict[str, str]:
-    """The environment of a fresh process on one CPU device (no fake devices from conftest)."""
+    """The environment of a fresh process on one CPU device (no fake devices from conftest), compiled as tests are."""
     env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = QUICK_COMPILE_FLAG
     env["JAX_PLATFORMS"] = "cpu"
     return env
 
@@ -96,8 +97,6 @@ SMALL = [
     "model.norm_num_groups=4",
     "optim.schedule=constant",  # The step then does not depend on train.num_steps: runs of any length share it.
 ]
-QUICK_COMPILE = {"xla_backend_optimization_level": 0}
-QUICK_COMPILE_FLAG = "--xla_backend_optimization_level=0"
 
 
 MESHES = {  # (data, fsdp, tensor) on the 8 fake CPU devices
@@ -134,7 +133,7 @@ def run_start():
     """The initial train state (on the host), the first global batches and one example, shared by every mesh."""
     config = mesh_config("1 device")
     parts = build_run(config)
-    state = jax.device_get(jax.jit(lambda: parts.init_state(config), compiler_options=QUICK_COMPILE)())
+    state = jax.device_get(jax.jit(lambda: parts.init_state(config))())
     source = make_source(config.data, seed=config.seed)
     stream = host_dataset(
         source, global_batch_size=config.data.global_batch_size, process_index=0, process_count=1, seed=config.seed
@@ -151,7 +150,7 @@ def train_on_mesh(mesh_name: str):
     config = mesh_config(mesh_name)
     initial, batches, example = run_start()
     parts = build_run(config)
-    step = sharded_step(parts, config, make_test_mesh(mesh_name), example, compiler_options=QUICK_COMPILE)
+    step = sharded_step(parts, config, make_test_mesh(mesh_name), example)
     state = jax.device_put(initial, step.state_sharding)
     losses = []
     for batch in batches:

@@ -132,6 +132,24 @@ def test_shapes_count_every_array_of_a_tuple_and_a_group_of_one_costs_nothing():
         hlo_collectives("HloModule empty")
 
 
+KERNEL_THEN_GATHER = """HloModule jit_step, num_partitions=4
+
+ENTRY %main (p: bf16[2,128]) -> bf16[8,128] {
+  %p = bf16[2,128]{1,0} parameter(0)
+  %kernel = bf16[2,128]{1,0} custom-call(%p), custom_call_target="tpu_custom_call", frontend_attributes={kernel_metadata={
+"xprof_metadata":"{\\"block_q\\": 512}"
+}}, metadata={op_name="jit(step)/splash"}
+  ROOT %gathered = bf16[8,128]{1,0} all-gather(%kernel), replica_groups=[1,4]<=[4], dimensions={0}
+}
+"""
+
+
+def test_a_kernel_attribute_spanning_lines_does_not_hide_what_follows_it():
+    # Splash's metadata continues on unindented lines; the v5p plan of configs/sd15_latent.py lost 884 of its
+    # 900 all-gathers when such a line was read as the end of the computation.
+    assert hlo_collectives(KERNEL_THEN_GATHER).ops == (Collective("all-gather", 8 * 128 * 2, 4, 1),)
+
+
 def _compiled_step(weight_spec: P, *, layers: int | None = None, devices: list | None = None, width: int = 64):
     """SGD on a tanh layer (or a scan over `layers` of `width` x `width`) with a batch split over the devices."""
     mesh = Mesh(np.array(devices or jax.devices()[:8]), ("data",))

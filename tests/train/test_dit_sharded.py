@@ -9,7 +9,7 @@ from pyoco_jax.config import load_config
 from pyoco_jax.data.loader import host_dataset, make_source
 from pyoco_jax.train.build import build_run, sharded_step
 from tests.convert.test_dit_export import SMALL_DIT
-from tests.train.helpers import QUICK_COMPILE, REPO, flat_arrays
+from tests.train.helpers import REPO, flat_arrays
 
 STEPS = 2
 MESHES = {"1 device": (1, 1, 1), "fsdp=2 tensor=2 sequence=2": (2, 2, 2)}  # (fsdp, tensor, sequence)
@@ -33,7 +33,7 @@ def _train(mesh_name: str, initial, batches, example):
     config = _config(mesh_name)
     parts = build_run(config)
     mesh = parallel.make_mesh(config.mesh, jax.devices()[: np.prod(MESHES[mesh_name])])
-    step = sharded_step(parts, config, mesh, example, compiler_options=QUICK_COMPILE)
+    step = sharded_step(parts, config, mesh, example)
     state, losses = jax.device_put(initial, step.state_sharding), []
     for batch in batches:
         state, metrics = step.fn(state, jax.device_put(batch, step.batch_sharding))
@@ -44,7 +44,7 @@ def _train(mesh_name: str, initial, batches, example):
 def test_sharded_dit_lora_step_equals_one_device():
     config = _config("1 device")
     parts = build_run(config)
-    initial = _moved(jax.device_get(jax.jit(lambda: parts.init_state(config), compiler_options=QUICK_COMPILE)()))
+    initial = _moved(jax.device_get(jax.jit(lambda: parts.init_state(config))()))
     source = make_source(config.data, seed=config.seed)
     stream = host_dataset(source, global_batch_size=4, process_index=0, process_count=1, seed=config.seed)
     batches = [stream[n] for n in range(STEPS)]

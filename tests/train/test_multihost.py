@@ -19,7 +19,6 @@ import pytest
 from pyoco_jax import parallel
 from pyoco_jax.train.checkpoint import Checkpointer, abstract_like
 from tests.train.helpers import (
-    QUICK_COMPILE_FLAG,
     SHARDED_STEPS,
     checkpoint_steps,
     flat_arrays,
@@ -29,6 +28,7 @@ from tests.train.helpers import (
     small_train_command,
     train_on_mesh,
 )
+from tests.xla_flags import host_devices_flags
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def _start(workdir, per_process: list[list[str]]) -> list[subprocess.Popen]:
         probe.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{probe.getsockname()[1]}"
     env = single_device_env()
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count=4 {QUICK_COMPILE_FLAG}"
+    env["XLA_FLAGS"] = host_devices_flags(4)
     flags = [f"--coordinator={address}", f"--num_processes={len(per_process)}"]
     return [
         subprocess.Popen(

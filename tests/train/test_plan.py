@@ -24,7 +24,7 @@ from pyoco_jax.train.plan import (
     make_plan,
     target,
 )
-from tests.train.helpers import FAST, QUICK_COMPILE_FLAG, TINY, single_device_env
+from tests.train.helpers import FAST, TINY, single_device_env
 
 # One U-Net level: the plan compiles the whole training step, and compile time grows with the layers.
 PLAN_MODEL = [
@@ -46,8 +46,7 @@ def _overrides(*extra: str) -> list[str]:
 def _plan_cli(topology: str, cwd) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "pyoco_jax.cli.train", f"--config={TINY}", f"--plan={topology}"]
     command += [f"--config.{item}" for item in _overrides()]
-    env = dict(single_device_env(), XLA_FLAGS=QUICK_COMPILE_FLAG)
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, env=single_device_env(), cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def _bytes(report: str, label: str) -> float:

@@ -1,0 +1,13 @@
+"""The XLA flags of every test process, in-process and child alike (no imports: conftest reads this first).
+
+LLVM unoptimised: the same arithmetic (no fast-math either way), about 40% less compile time and slower
+execution; the suite is mostly compiling tiny programs. One setting for all processes, so results compared
+across processes come from the same code generation.
+"""
+
+QUICK_COMPILE_FLAG = "--xla_backend_optimization_level=0"
+
+
+def host_devices_flags(count: int) -> str:
+    """XLA_FLAGS for `count` fake CPU devices, compiled like every other test process."""
+    return f"--xla_force_host_platform_device_count={count} {QUICK_COMPILE_FLAG}"
