@@ -168,11 +168,13 @@ def _computations(hlo_text: str) -> tuple[dict[str, list[Instruction]], str]:
     entry = current = None
     for line in hlo_text.splitlines():
         if line and not line[0].isspace():
-            match = _COMPUTATION.match(line)
-            current = match.group(1) if match else None
-            if current is not None:
+            if match := _COMPUTATION.match(line):
+                current = match.group(1)
                 bodies[current] = []
                 entry = current if line.startswith("ENTRY") else entry
+            elif line.rstrip() == "}":
+                current = None
+            # Else an attribute continued from the line before (a Pallas kernel's metadata spans lines).
             continue
         if current is not None and (instruction := _INSTRUCTION.match(line)):
             bodies[current].append(instruction.groups())
