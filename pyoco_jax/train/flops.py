@@ -25,13 +25,14 @@ def _sub_jaxprs(params: dict):
                 yield item
 
 
-def matmul_flops(jaxpr) -> float:
+def matmul_flops(jaxpr, *, kernels: bool = True) -> float:
     """FLOPs of the matrix products (dot_general, convolutions) that `jaxpr` (a Jaxpr or ClosedJaxpr) runs.
 
     A scan's body counts `length` times, a cond its costliest branch, nested calls (jit, remat with its
     recomputation, custom derivatives) fully, a Pallas kernel's body once per grid cell (blocks a kernel
-    skips, e.g. masked out, included), a shard_map's body once per device it runs on (it holds one
-    device's share), a while loop's body once (its trip count is not static).
+    skips, e.g. masked out, included; `kernels=False` leaves kernels out, as XLA's cost analysis does), a
+    shard_map's body once per device it runs on (it holds one device's share), a while loop's body once (its
+    trip count is not static).
     """
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
     total = 0.0
@@ -46,11 +47,11 @@ def matmul_flops(jaxpr) -> float:
             per_output = math.prod(rhs) // rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
             total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * per_output
         else:
-            inner = [matmul_flops(sub) for sub in _sub_jaxprs(eqn.params)]
+            inner = [matmul_flops(sub, kernels=kernels) for sub in _sub_jaxprs(eqn.params)]
             if name == "cond":
                 total += max(inner, default=0.0)
             elif name == "pallas_call":
-                total += sum(inner) * math.prod(eqn.params["grid_mapping"].grid)
+                total += sum(inner) * math.prod(eqn.params["grid_mapping"].grid) if kernels else 0.0
             elif name == "shard_map":  # The body is one device's share: every device of its new manual axes runs it.
                 mesh = eqn.params["mesh"]
                 total += sum(inner) * math.prod(mesh.shape[axis] for axis in eqn.params["newly_manual_axes"])

@@ -136,7 +136,7 @@ KERNEL_THEN_GATHER = """HloModule jit_step, num_partitions=4
 
 ENTRY %main (p: bf16[2,128]) -> bf16[8,128] {
   %p = bf16[2,128]{1,0} parameter(0)
-  %kernel = bf16[2,128]{1,0} custom-call(%p), custom_call_target="tpu_custom_call", frontend_attributes={kernel_metadata={
+  %kernel = bf16[2,128]{1,0} custom-call(%p), custom_call_target="tpu_custom_call", frontend_attributes={m={
 "xprof_metadata":"{\\"block_q\\": 512}"
 }}, metadata={op_name="jit(step)/splash"}
   ROOT %gathered = bf16[8,128]{1,0} all-gather(%kernel), replica_groups=[1,4]<=[4], dimensions={0}

@@ -1,5 +1,6 @@
 """AOT plans: `pyoco-train --plan` compiles the real step for a topology and reports memory, FLOPs and fit."""
 
+import dataclasses
 import importlib.util
 import os
 import re
@@ -16,7 +17,9 @@ from pyoco_jax import parallel
 from pyoco_jax.config import load_config
 from pyoco_jax.train.build import build_run
 from pyoco_jax.train.flops import matmul_flops
+from pyoco_jax.train.hardware import CHIPS
 from pyoco_jax.train.plan import (
+    Plan,
     PlanDoesNotFit,
     TopologyError,
     compile_step,
@@ -155,7 +158,20 @@ def test_matmul_flops_count_a_pallas_kernel_once_per_grid_cell():
     )
     q = jax.ShapeDtypeStruct((heads, length, head_dim), jnp.bfloat16)
     # Traced only (a TPU kernel): q @ k^T and p @ v over all (length / block)^2 block pairs of every head.
-    assert matmul_flops(jax.make_jaxpr(splash)(q, q, q)) == 4 * heads * length**2 * head_dim
+    traced = jax.make_jaxpr(lambda q, k, v, w: splash(q, k, v) @ w)(q, q, q, jax.ShapeDtypeStruct((128, 64), q.dtype))
+    projection = 2 * heads * length * head_dim * 64
+    assert matmul_flops(traced) == 4 * heads * length**2 * head_dim + projection
+    assert matmul_flops(traced, kernels=False) == projection  # What XLA's cost analysis sees of it.
+
+
+def test_the_roofline_scales_compiled_bytes_by_loops_not_by_kernels_the_compiler_cannot_count():
+    figures = {field.name: 0 for field in dataclasses.fields(Plan)}
+    figures.update(chip=CHIPS["v5p"], devices_per_chip=1, flops=1e12, bytes_accessed=1e9, model_flops=1e12)
+    unrolled = Plan(**figures | {"program_flops": 3e12, "kernel_flops": 2e12})  # 1e12 outside kernels, as compiled
+    assert unrolled.loop_factor == 1.0
+    scanned = Plan(**figures | {"program_flops": 5e12, "kernel_flops": 2e12})  # a loop's body counted once of 3
+    assert scanned.loop_factor == 3.0
+    assert scanned.roofline[1] == pytest.approx(3 * 1e9 / CHIPS["v5p"].hbm_bytes_per_second)
 
 
 def test_matmul_flops_count_a_shard_map_body_once_per_device():
