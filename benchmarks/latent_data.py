@@ -1,11 +1,11 @@
 """Latent-cache throughput against the step rate a TPU host must feed.
 
-    python -m benchmarks.latent_data [--config configs/sd15_latent.py] [--workers 0,1,2] [--step_time 0.502]
+    python -m benchmarks.latent_data [--config configs/sd15_latent.py] [--workers 0,1,2] [--step_time 0.3445]
 
 Writes a latent cache of random clips shaped as the config's (pyoco-prepare's record layout: float16
 posterior mean and std per frame, a float16 text context, label, fps) once into --cache_dir, then reads
 it through the real Loader (posterior sampling, batching, the host-to-device copy) for each worker
-count. The needed rate is one host's share of the global batch per planned step: the default 0.502 s is
+count. The needed rate is one host's share of the global batch per planned step: the default 0.3445 s is
 the roofline step of configs/sd15_latent.py on v5p:2x2x1 (benchmarks/README.md), whose one host feeds
 all 64 clips of the global batch.
 """
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--workers", default="0,1,2", help="Comma-separated grain worker counts.")
     parser.add_argument("--batches", type=int, default=8, help="Timed global batches after the warm-up one.")
-    parser.add_argument("--step_time", type=float, default=0.502, help="Planned seconds per training step.")
+    parser.add_argument("--step_time", type=float, default=0.3445, help="Planned seconds per training step.")
     args = parser.parse_args()
     flags.FLAGS.mark_as_parsed()  # grain workers read absl flags.
 

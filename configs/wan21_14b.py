@@ -5,9 +5,9 @@ Wan2.1-T2V-14B-Diffusers with the commands of configs/wan21_1_3b.py (this config
 square latents stand in for Wan's is there too. 720p (720x1280, 90x160 latents) is 120x120 latents here: the
 same 3600 patches per frame. For 480p:
   --config.data.resolution=80 --config.diffusion.flow.shift=3.0 --config.diffusion.flow.sample_shift=3.0
-At 480p the plan fits v5p:4x4x4 (64 GiB per device with the xla attention). At 720p the xla attention's
-logits of 75600 tokens, 5 heads per device, alone exceed HBM; with splash (model.attention_backend=auto) it
-fits in 66.6 GiB, and in 18.2 GiB with context parallelism, each clip's tokens split over 8 devices:
+With splash (model.attention_backend=auto, the default) the plan fits v5p:4x4x4 in 33.9 GiB per device at
+480p and 66.6 GiB at 720p (the xla attention's logits of 75600 tokens, 5 heads per device, alone exceed HBM),
+and in 18.3 GiB at 720p with context parallelism, each clip's tokens split over 8 devices:
   --config.mesh.tensor=1 --config.mesh.sequence=8
 docs/wan_plans.md has the figures.
 """
