@@ -10,6 +10,7 @@ upper bounds, not measurements.
 """
 
 import argparse
+import collections
 import json
 import os
 import re
@@ -45,6 +46,14 @@ PLANS = {
     ),
 }
 GIB = 2**30
+
+
+def _calls_per_kernel(choices: tuple[tuple[str, str, int], ...]) -> collections.Counter:
+    """Attention calls per kernel (the plan lists them per kernel and reason)."""
+    calls = collections.Counter()
+    for kernel, _, count in choices:
+        calls[kernel] += count
+    return calls
 
 
 def command(name: str) -> str:
@@ -99,14 +108,6 @@ def measure(name: str) -> dict:
         "compile_seconds": plan.compile_seconds,
         "wall_seconds": time.perf_counter() - start,
     }
-
-
-def _calls_per_kernel(choices: tuple[tuple[str, str, int], ...]) -> dict[str, int]:
-    """Attention calls per kernel (the plan lists them per kernel and reason)."""
-    calls: dict[str, int] = {}
-    for kernel, _, count in choices:
-        calls[kernel] = calls.get(kernel, 0) + count
-    return calls
 
 
 def table(rows: dict[str, dict]) -> str:
