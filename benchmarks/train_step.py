@@ -86,7 +86,7 @@ def time_train_step(config, host_batches: list[dict], *, warmup: int, steps: int
     parts = build_run(config)
     example = {name: value[0] for name, value in host_batches[0].items()}
     step = sharded_step(parts, config, mesh, example, null_context=example.get("context"))
-    state = jax.jit(lambda: parts.init_state(config), out_shardings=step.state_sharding)()
+    state = parts.create_state(config, step.state_sharding)
     fields = step.batch_sharding  # The numeric fields; strings stay on the host.
     batches = [jax.device_put({k: batch[k] for k in fields}, fields) for batch in host_batches]
     start = time.perf_counter()

@@ -19,6 +19,7 @@ from pyoco_jax.errors import ConfigError
 from pyoco_jax.models.dit import WanTransformer, dit_from_config
 from pyoco_jax.models.lora import add_lora, lora_spec, trainable_pattern
 from pyoco_jax.models.unet import VideoUNet
+from pyoco_jax.train.one_draw import one_draw
 from pyoco_jax.train.optimizer import make_optimizer, path_mask
 from pyoco_jax.train.state import TrainState, create_train_state, split_model
 from pyoco_jax.train.step import make_train_step
@@ -52,20 +53,31 @@ class RunParts:
     optimizer: optax.GradientTransformation
     abstract_state: TrainState
 
-    def init_state(self, config: ml_collections.ConfigDict) -> TrainState:
-        """A fresh state; call under jit with out_shardings to create it sharded."""
-        model = build_model(config, config.seed)
-        return create_train_state(model, self.optimizer, trainable_pattern(config), config.seed)[1]
+    def init_state(self, config: ml_collections.ConfigDict, sharded: bool = False) -> TrainState:
+        """A fresh state, its random values drawn in one kernel (`one_draw`); call under jit.
+
+        `sharded`: for out_shardings that split the state; each value computed where it lies, the same values.
+        """
+        return one_draw(lambda: fresh_state(config, self.optimizer), config.seed, sharded)
+
+    def create_state(self, config: ml_collections.ConfigDict, state_sharding: TrainState) -> TrainState:
+        """A fresh state laid out as `state_sharding`."""
+        sharded = not all(s.is_fully_replicated for s in jax.tree.leaves(state_sharding))
+        return jax.jit(lambda: self.init_state(config, sharded), out_shardings=state_sharding)()
+
+
+def fresh_state(config: ml_collections.ConfigDict, optimizer: optax.GradientTransformation) -> TrainState:
+    """The state as the model's initialisers draw it: one random kernel per parameter."""
+    return create_train_state(build_model(config, config.seed), optimizer, trainable_pattern(config), config.seed)[1]
 
 
 def build_run(config: ml_collections.ConfigDict) -> RunParts:
     optimizer = make_optimizer(config.optim, int(config.train.num_steps))
     abstract_model = nnx.eval_shape(lambda: build_model(config, config.seed))
     graphdef, _, _ = split_model(abstract_model, trainable_pattern(config))
-    parts = RunParts(graphdef, make_formulation(config.diffusion), optimizer, None)
-    abstract_state = jax.eval_shape(lambda: parts.init_state(config))
+    abstract_state = jax.eval_shape(lambda: fresh_state(config, optimizer))
     _check_lr_scale_pattern(config.optim, abstract_state.params)
-    return dataclasses.replace(parts, abstract_state=abstract_state)
+    return RunParts(graphdef, make_formulation(config.diffusion), optimizer, abstract_state)
 
 
 def _check_lr_scale_pattern(optim: ml_collections.ConfigDict, params: nnx.State) -> None:

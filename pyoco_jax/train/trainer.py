@@ -55,7 +55,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     restored = checkpointer.restore_latest(abstract_like(parts.abstract_state, state_sharding))
     data_state = None
     if restored is None:
-        state = jax.jit(lambda: parts.init_state(config), out_shardings=state_sharding)()
+        state = parts.create_state(config, state_sharding)
         if config.train.init_from:
             from pyoco_jax.train.pretrained import init_from_pretrained
 
