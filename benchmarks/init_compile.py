@@ -9,12 +9,13 @@ computed where it lies: one kernel per parameter again). Prints each one's fusio
 compile grows with its number of random draws, not their size (benchmarks/README.md).
 """
 
+import argparse
 import sys
 import time
 
 import jax
 
-from benchmarks.train_step import parse_with_overrides, step_parser
+from benchmarks.train_step import parse_with_overrides
 from pyoco_jax.config import load_config
 from pyoco_jax.train.build import build_run, fresh_state
 
@@ -26,8 +27,8 @@ def _compile(fn) -> tuple[float, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = step_parser(__doc__, default_steps=0)
-    parser.set_defaults(config="configs/noise_prior_study.py")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/noise_prior_study.py")
     args, overrides = parse_with_overrides(parser, sys.argv[1:] if argv is None else argv)
     config = load_config(args.config, overrides, reads_data=False)
     parts = build_run(config)
