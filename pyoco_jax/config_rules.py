@@ -459,13 +459,15 @@ def _check_dit(config: ml_collections.ConfigDict) -> None:
         f"{wan.rope_max_seq_len} positions, but a clip is {longest} patches long on an axis",
     )
     mesh = config.mesh
+    head_axes = parallel.context_parallel_head_axes(parallel.attention_heads_axes(mesh))
     context_parallel.check_sizes(
         wan.num_attention_heads,
         (data.num_frames // frames) * (data.resolution // height) * (data.resolution // width),
         token_devices=mesh.sequence * mesh.dcn_sequence,
-        head_devices=max(mesh.tensor * mesh.dcn_tensor, 1),  # -1 (all remaining devices): checked with the mesh.
+        # -1 (all remaining devices): checked with the mesh.
+        head_devices=math.prod(max(mesh[a] * mesh[f"dcn_{a}"], 1) for a in head_axes),
         token_key="mesh.sequence",
-        head_key="mesh.tensor",
+        head_keys=tuple(f"mesh.{a}" for a in head_axes),
     )
 
 

@@ -21,6 +21,7 @@ from flax import nnx
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from pyoco_jax.configs import default
 from pyoco_jax.errors import ConfigError
 from pyoco_jax.models import axes, context_parallel
 from pyoco_jax.models.attention_target import kernel_target
@@ -224,10 +225,10 @@ def video_spec(mesh: Mesh, num_frames: int | None = None) -> PartitionSpec:
     return PartitionSpec(BATCH_AXES)
 
 
-def token_layout(mesh: Mesh) -> context_parallel.TokenLayout:
+def token_layout(mesh: Mesh, head_axes: Sequence[str]) -> context_parallel.TokenLayout:
     """A transformer's activations on `mesh`: rows over the data-parallel axes, tokens over `sequence`,
-    attention heads over `tensor` (models/context_parallel.py)."""
-    return context_parallel.TokenLayout(mesh, BATCH_AXES, SEQUENCE_AXIS, TENSOR_AXIS)
+    attention heads over `context_parallel_head_axes(head_axes)` (models/context_parallel.py)."""
+    return context_parallel.TokenLayout(mesh, BATCH_AXES, SEQUENCE_AXIS, context_parallel_head_axes(head_axes))
 
 
 def attention_heads_axes(mesh_config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -235,19 +236,24 @@ def attention_heads_axes(mesh_config: ml_collections.ConfigDict) -> tuple[str, .
     return next((targets for name, targets in logical_rules(mesh_config) if name == axes.HEADS and targets), ())
 
 
+def context_parallel_head_axes(head_axes: Sequence[str]) -> tuple[str, ...]:
+    """Of the rules' head axes, those context parallelism splits heads over: not rows' or tokens' axes."""
+    return tuple(a for a in head_axes if a not in (*BATCH_AXES, SEQUENCE_AXIS))
+
+
 @contextlib.contextmanager
 def model_context(mesh: Mesh | None, mesh_config: ml_collections.ConfigDict | None = None) -> Iterator[None]:
     """Trace a model inside this (inside the jitted function) so it lays its activations out on `mesh`: a DiT
     then keeps its tokens split over `sequence`, and fused attention kernels run per device on q/k/v rows over
-    the data-parallel and sequence axes and heads where `mesh_config`'s rules put them (without one: heads
-    whole). None: a plain, single-device trace."""
+    the data-parallel and sequence axes. Both put heads where `mesh_config`'s rules put the projections' heads
+    (None: the default config's rules). `mesh` None: a plain, single-device trace."""
     if mesh is None:
         with context_parallel.use_layout(None):
             yield
         return
-    heads = attention_heads_axes(mesh_config) if mesh_config is not None else ()
+    heads = attention_heads_axes(mesh_config if mesh_config is not None else default.get_config().mesh)
     target = kernel_target(mesh=mesh, batch_axes=(*BATCH_AXES, SEQUENCE_AXIS), head_axes=heads)
-    with context_parallel.use_layout(token_layout(mesh)), target:
+    with context_parallel.use_layout(token_layout(mesh, heads)), target:
         yield
 
 

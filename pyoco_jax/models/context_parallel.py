@@ -6,8 +6,9 @@ residual stream, norms and feed-forward of the whole clip sit on each device too
 split over the layout's token axis through every block (`constrain_tokens`), and self-attention does what
 DeepSpeed-Ulysses does: an all-to-all turns (tokens / S, heads) into (all tokens, heads / S) on each of
 the S devices, attention runs on whole sequences of its heads, and an all-to-all turns it back. The heads
-(already split over the tensor axis, if any) must therefore divide by S x tensor. Cross-attention needs
-no exchange: its queries stay split and the text or image tokens are whole on every device.
+(already split over the mesh axes the rules put them on, if any) must therefore divide by S x those.
+Cross-attention needs no exchange: its queries stay split and the text or image tokens are whole on every
+device.
 
 The RoPE is applied before the exchange, on each device's slice of the global (cos, sin) tables, so every
 token turns by its position in the clip, not in its slice.
@@ -46,12 +47,12 @@ from pyoco_jax.models.attention import attention
 @dataclasses.dataclass(frozen=True)
 class TokenLayout:
     """Where a transformer's activations (B, L, ...) live on `mesh`: rows over `batch_axes`, tokens over
-    `token_axis`, attention heads over `head_axis` (each a mesh axis name)."""
+    `token_axis`, attention heads over `head_axes` (mesh axis names, none of them a batch or the token axis)."""
 
     mesh: Mesh
     batch_axes: tuple[str, ...]
     token_axis: str
-    head_axis: str
+    head_axes: tuple[str, ...]
 
     @property
     def token_split(self) -> int:
@@ -60,7 +61,16 @@ class TokenLayout:
     @property
     def head_split(self) -> int:
         """Devices a head count is divided over in self-attention: the token axis times the head axis."""
-        return self.token_split * self.mesh.shape[self.head_axis]
+        return self.token_split * self.head_devices
+
+    @property
+    def head_devices(self) -> int:
+        return math.prod(self.mesh.shape[a] for a in self.head_axes)
+
+    @property
+    def head_spec(self) -> tuple[str, ...] | None:
+        """The heads' entry in a PartitionSpec."""
+        return self.head_axes or None
 
     def rows(self, batch: int) -> tuple[str, ...] | None:
         """The batch axes, if `batch` rows split evenly over them (else each of those devices holds all rows)."""
@@ -72,24 +82,25 @@ class TokenLayout:
             heads,
             tokens,
             token_devices=self.token_split,
-            head_devices=self.mesh.shape[self.head_axis],
+            head_devices=self.head_devices,
             token_key=f"mesh.{self.token_axis}",
-            head_key=f"mesh.{self.head_axis}",
+            head_keys=tuple(f"mesh.{a}" for a in self.head_axes),
         )
 
 
 def check_sizes(
-    heads: int, tokens: int, *, token_devices: int, head_devices: int, token_key: str, head_key: str
+    heads: int, tokens: int, *, token_devices: int, head_devices: int, token_key: str, head_keys: tuple[str, ...]
 ) -> None:
     """The one rule of a context-parallel model: tokens split over `token_devices` (config key `token_key`) and
-    self-attention's heads over `token_devices` x `head_devices` (`head_key`); else a ConfigError saying so."""
+    self-attention's heads over `token_devices` x `head_devices` (`head_keys`); else a ConfigError saying so."""
     if token_devices <= 1:
         return
     split = token_devices * head_devices
     if heads % split:
+        keys = (token_key, *head_keys)
         raise ConfigError(
-            f"context parallelism splits attention heads over {token_key} x {head_key} = {split} devices, and "
-            f"{heads} heads do not divide by that; change {token_key} or {head_key}"
+            f"context parallelism splits attention heads over {' x '.join(keys)} = {split} devices, and "
+            f"{heads} heads do not divide by that; change {' or '.join(keys)}"
         )
     if tokens % token_devices:
         raise ConfigError(
@@ -142,7 +153,7 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, backend: str) ->
     if layout is None:
         return attention(q, k, v, backend=backend)
     axis = layout.token_axis
-    spec = PartitionSpec(layout.rows(q.shape[0]), axis, layout.head_axis, None)
+    spec = PartitionSpec(layout.rows(q.shape[0]), axis, layout.head_spec, None)
 
     def ulysses(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
         # (b, L/S, h, D) -> (b, L, h/S, D): this device's share of the heads, over every token.
@@ -160,7 +171,7 @@ def cross_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, backend: str) -
     if layout is None:
         return attention(q, k, v, backend=backend)
     rows = layout.rows(q.shape[0])
-    heads = layout.head_axis if q.shape[2] % layout.mesh.shape[layout.head_axis] == 0 else None
+    heads = layout.head_spec if q.shape[2] % layout.head_devices == 0 else None
     queries = PartitionSpec(rows, layout.token_axis, heads, None)
     context = PartitionSpec(rows, None, heads, None)
     attend = lambda q, k, v: attention(q, k, v, backend=backend)

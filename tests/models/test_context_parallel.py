@@ -14,7 +14,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pyoco_jax import parallel
-from pyoco_jax.config import load_config
+from pyoco_jax.config import load_config, validate
 from pyoco_jax.errors import ConfigError
 from pyoco_jax.models import context_parallel
 from pyoco_jax.models.attention import attention
@@ -106,19 +106,39 @@ def test_token_split_model_equals_one_device(problem, reference, mesh_name):
     assert not re.search(rf"\[\d+,{TOKENS},(?:{CONFIG.inner_dim}|{CONFIG.ffn_dim})\]", hlo)
 
 
-def test_self_attention_output_stays_split_over_sequence():
+@pytest.mark.parametrize(("heads_rule", "head_axes"), [("tensor", parallel.TENSOR_AXIS), (None, None)])
+def test_self_attention_output_stays_split_over_sequence_with_heads_where_the_rules_put_them(heads_rule, head_axes):
     mesh = _mesh(MESHES["fsdp 2 x tensor 2 x sequence 2"])
+    mesh_config = load_config(str(REPO / "configs" / "tiny_dit.py")).mesh
+    mesh_config.rules = tuple(("heads", heads_rule) if name == "heads" else (name, t) for name, t in mesh_config.rules)
     q, k, v = np.random.default_rng(1).standard_normal((3, 2, 16, 4, 8)).astype(np.float32)
 
     def split(q, k, v):
-        with parallel.model_context(mesh):
+        with parallel.model_context(mesh, mesh_config):
             return context_parallel.self_attention(q, k, v, backend="xla")
 
     tokens = NamedSharding(mesh, PartitionSpec(parallel.BATCH_AXES, parallel.SEQUENCE_AXIS))
     out = jax.jit(split, in_shardings=(tokens,) * 3)(q, k, v)
-    heads = NamedSharding(mesh, PartitionSpec(parallel.BATCH_AXES, parallel.SEQUENCE_AXIS, parallel.TENSOR_AXIS))
+    heads = NamedSharding(mesh, PartitionSpec(parallel.BATCH_AXES, parallel.SEQUENCE_AXIS, head_axes))
     assert out.sharding.is_equivalent_to(heads, out.ndim)
     np.testing.assert_allclose(out, attention(q, k, v), rtol=0, atol=1e-6)
+
+
+def test_heads_the_rules_leave_whole_need_only_divide_by_the_sequence_axis():
+    """6 heads over sequence 2 x tensor 2: refused under the default rules (heads on tensor), accepted when the
+    rules replicate heads: in the config check and in the layout the traced model checks alike."""
+    overrides = ["mesh.data=1", "mesh.sequence=2", "mesh.tensor=2", "model.dit.num_attention_heads=6"]
+    with pytest.raises(ConfigError, match=re.escape("over mesh.sequence x mesh.tensor = 4 devices, and 6 heads")):
+        load_config(str(REPO / "configs" / "tiny_dit.py"), overrides)
+    config = load_config(str(REPO / "configs" / "tiny_dit.py"), overrides[:3])
+    config.model.dit.num_attention_heads = 6
+    config.mesh.rules = tuple(rule for rule in config.mesh.rules if rule[0] != "heads")
+    validate(config)
+    layout = parallel.token_layout(_mesh((1, 2, 2, 2)), parallel.attention_heads_axes(config.mesh))
+    assert layout.head_axes == ()
+    layout.check(heads=6, tokens=TOKENS)
+    with pytest.raises(ConfigError, match=re.escape("over mesh.sequence = 2 devices, and 5 heads")):
+        layout.check(heads=5, tokens=TOKENS)
 
 
 @pytest.mark.parametrize(
