@@ -1,4 +1,4 @@
-"""Run a function with all its random bits taken from one threefry stream, drawn in one kernel.
+"""Run a function with all its random bits taken from one threefry stream, drawn in a few kernels.
 
 A model's initialisation draws one threefry kernel per parameter, and compiling hundreds of those is
 what makes a fresh state slow to compile (`python -m benchmarks.init_compile`). `one_draw(fn, seed)`
@@ -7,10 +7,12 @@ each its slice, in trace order. The transforms after the bits (truncated normal,
 untouched, so every parameter keeps its distribution; only the stream changes. Draws inside control
 flow (scan, cond) keep their own kernels.
 
-One kernel makes one array, which a sharded output would have to gather and scatter. With
-`sharded=True` each slice is computed where it lies instead: threefry is a counter-based generator, so a
-slice is threefry of its own counters (offset + index), elementwise and partitioned like its output.
-That is one kernel per draw again, with the same values: a seed gives the same state on every mesh.
+Threefry is counter-based: element n of a stream is threefry(key, n), so any stretch of it can be
+computed on its own. Replicated, the stream is drawn in chunks of up to `CHUNK` elements, one kernel each,
+which bounds the memory the draw needs beside the state. A sharded output would gather and scatter a
+chunk, so with `sharded=True` each draw computes its own stretch where it lies instead, elementwise and
+partitioned like its output: one kernel per draw again, with the same values, so a seed gives the same
+state on every mesh.
 """
 
 import math
@@ -25,16 +27,20 @@ from jax.extend.random import threefry2x32_p
 _CALLS = ("jit", "pjit", "closed_call")
 
 
+# Elements per kernel of the replicated draw: its temporary memory is a few times this many 4-byte words.
+CHUNK = 2**26
+
+
 def one_draw(fn: Callable[[], Any], seed: int, sharded: bool = False) -> Any:
     """`fn()`, with the random bits it draws sliced from one threefry stream per bit width, keyed by `seed`.
 
-    `sharded`: compute each slice on its own (for outputs laid out over a mesh); same values.
+    `sharded`: compute each draw's stretch on its own (for outputs laid out over a mesh); same values.
     """
     closed, out_tree = jax.make_jaxpr(fn, return_shape=True)()
     requests = list(_bit_requests(closed.jaxpr))
     widths = sorted({width for _, width in requests})
     keys = dict(zip(widths, jax.random.split(jax.random.key(seed, impl="threefry2x32"), len(widths)), strict=False))
-    slices = _counted_slices(requests, keys) if sharded else _flat_slices(requests, keys)
+    slices = iter(_slices(requests, keys, sharded))
     outs = _evaluate(closed.jaxpr, closed.consts, [], slices)
     if next(slices, None) is not None:
         raise AssertionError("one_draw: fewer random_bits evaluated than traced")
@@ -50,34 +56,41 @@ def _bit_requests(jaxpr: Jaxpr) -> Iterator[tuple[tuple[int, ...], int]]:
             yield from _bit_requests(_inner(eqn).jaxpr)
 
 
-def _offsets(requests: list[tuple[tuple[int, ...], int]]) -> tuple[list[int], dict[int, int]]:
-    """Where each request starts in its width's stream, and each stream's length."""
-    starts, totals = [], {}
+def _slices(requests: list[tuple[tuple[int, ...], int]], keys: dict[int, jax.Array], sharded: bool) -> list:
+    """Each request's bits: its stretch of its width's stream, from a shared chunk or (sharded) on its own."""
+    starts, ends = [], {}
     for shape, width in requests:
-        starts.append(totals.get(width, 0))
-        totals[width] = starts[-1] + math.prod(shape)
-    return starts, totals
+        starts.append(ends.get(width, 0))
+        ends[width] = starts[-1] + math.prod(shape)
+    if sharded:
+        return [_counter_bits(keys[w], start, shape, w) for (shape, w), start in zip(requests, starts, strict=True)]
+    slices: list = [None] * len(requests)
+    for chunk in _chunks(requests):
+        width = requests[chunk[0]][1]
+        first, last = starts[chunk[0]], starts[chunk[-1]] + math.prod(requests[chunk[-1]][0])
+        bits = _counter_bits(keys[width], first, (last - first,), width)
+        for i in chunk:
+            shape, offset = requests[i][0], starts[i] - first
+            slices[i] = jax.lax.slice_in_dim(bits, offset, offset + math.prod(shape)).reshape(shape)
+    return slices
 
 
-def _flat_slices(requests: list, keys: dict[int, jax.Array]) -> Iterator[jax.Array]:
-    starts, totals = _offsets(requests)
-    flats = {width: jax.random.bits(keys[width], (total,), _uint(width)) for width, total in totals.items()}
-    for (shape, width), start in zip(requests, starts, strict=True):
-        yield jax.lax.slice_in_dim(flats[width], start, start + math.prod(shape)).reshape(shape)
-
-
-def _counted_slices(requests: list, keys: dict[int, jax.Array]) -> Iterator[jax.Array]:
-    """The bits `_flat_slices` yields, each from its own counters."""
-    if not jax.config.jax_threefry_partitionable:
-        raise ValueError("one_draw(sharded=True) needs jax_threefry_partitionable (the default since jax 0.5)")
-    starts, _ = _offsets(requests)
-    for (shape, width), start in zip(requests, starts, strict=True):
-        yield _counter_bits(keys[width], start, shape, width)
+def _chunks(requests: list[tuple[tuple[int, ...], int]]) -> list[list[int]]:
+    """Indices of consecutive requests of one width, up to `CHUNK` elements together (or one larger request)."""
+    chunks: list[list[int]] = []
+    current: dict[int, tuple[list[int], int]] = {}  # width -> (indices, elements)
+    for i, (shape, width) in enumerate(requests):
+        indices, elements = current.get(width, ([], 0))
+        if indices and elements + math.prod(shape) > CHUNK:
+            chunks.append(indices)
+            indices, elements = [], 0
+        current[width] = ([*indices, i], elements + math.prod(shape))
+    return chunks + [indices for indices, _ in current.values()]
 
 
 def _counter_bits(key: jax.Array, start: int, shape: tuple[int, ...], width: int) -> jax.Array:
-    """Elements start.. of `jax.random.bits(key, (total,))` as `shape`: its partitionable threefry of the
-    row-major index, as a 64-bit counter split into two 32-bit words."""
+    """Elements start.. of the stream as `shape`: threefry of `start` + the row-major index, a 64-bit counter
+    in two 32-bit words; what `jax.random.bits(key, (total,))` computes (its partitionable threefry)."""
     if math.prod(shape) >= 2**32:
         raise ValueError(f"one_draw: a single draw of shape {shape} has 2**32 or more elements")
     index = sum(
@@ -89,11 +102,7 @@ def _counter_bits(key: jax.Array, start: int, shape: tuple[int, ...], width: int
     bits1, bits2 = threefry2x32_p.bind(*jax.random.key_data(key), high, low)
     if width == 64:
         return (bits1.astype(jnp.uint64) << jnp.uint64(32)) | bits2.astype(jnp.uint64)
-    return (bits1 ^ bits2).astype(_uint(width))
-
-
-def _uint(width: int) -> jnp.dtype:
-    return jnp.dtype(f"uint{width}")
+    return (bits1 ^ bits2).astype(jnp.dtype(f"uint{width}"))
 
 
 def _inner(eqn) -> ClosedJaxpr:
