@@ -1,12 +1,13 @@
-"""Compile time of a fresh training state: one threefry kernel per parameter against one draw for all.
+"""Compile time of a fresh training state: one threefry kernel per parameter against one stream for all.
 
     python -m benchmarks.init_compile [--config configs/noise_prior_study.py] [--config.key=value ...]
 
 Times `jax.jit(...).lower().compile()` of the config's state (model, optimizer state, EMA) made three ways:
 as the model's initialisers draw it (one threefry kernel per parameter), as `RunParts.init_state` draws it
-(`pyoco_jax/train/one_draw.py`: one kernel for all), and as a sharded state draws it (the same values, each
-computed where it lies: one kernel per parameter again). Prints each one's fusion count. Why: the state's
-compile grows with its number of random draws, not their size (benchmarks/README.md).
+(`pyoco_jax/train/one_draw.py`: one stream, a kernel per 2^26 elements), and as a sharded state draws it
+(the same values, each draw's stretch computed where it lies: a kernel per draw again). Prints each one's
+fusion count. Why: the state's compile grows with its number of random draws, not their size
+(benchmarks/README.md).
 """
 
 import argparse
@@ -36,8 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.config} {' '.join(overrides)}: {tensors} parameter tensors")
     ways = (
         ("one kernel per parameter", lambda: fresh_state(config, parts.optimizer)),
-        ("one draw (init_state)", lambda: parts.init_state(config)),
-        ("one stream, sharded", lambda: parts.init_state(config, sharded=True)),
+        ("one stream (init_state)", lambda: parts.init_state(config)),
+        ("sharded (same values)", lambda: parts.init_state(config, sharded=True)),
     )
     for name, fn in ways:
         seconds, fusions = _compile(fn)

@@ -54,7 +54,7 @@ class RunParts:
     abstract_state: TrainState
 
     def init_state(self, config: ml_collections.ConfigDict, sharded: bool = False) -> TrainState:
-        """A fresh state, its random values drawn in one kernel (`one_draw`); call under jit.
+        """A fresh state, its random values from one threefry stream in a few kernels (`one_draw`); call under jit.
 
         `sharded`: for out_shardings that split the state; each value computed where it lies, the same values.
         """
