@@ -60,11 +60,12 @@ class TokenLayout:
 
     @property
     def head_split(self) -> int:
-        """Devices a head count is divided over in self-attention: the token axis times the head axis."""
+        """Devices a head count is divided over in self-attention: the token axis times the head axes."""
         return self.token_split * self.head_devices
 
     @property
     def head_devices(self) -> int:
+        """Devices the heads are split over before the exchange (the head axes' sizes multiplied)."""
         return math.prod(self.mesh.shape[a] for a in self.head_axes)
 
     @property
